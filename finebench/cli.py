@@ -1,0 +1,160 @@
+"""`bench`: run, report, list, fetch. Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from finebench.benchmark.spec import build_suite, load_yaml, parse_duration, parse_overrides
+
+# flag -> suite key; None values (flag not given) do not override the spec file
+RUN_FLAGS = {
+    "methods": "methods",
+    "dataset": "datasets",
+    "backbone": "backbones",
+    "seeds": "seeds",
+    "epochs": "epochs",
+    "weights": "weights",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "resolution": "resolution",
+    "time_budget": "time_budget",
+}
+
+
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="train and evaluate methods under one budget; one record per run")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="spec overrides, e.g. epochs=5 lr=0.1")
+    p.add_argument("--spec", help="YAML suite spec; flags and key=value override it")
+    p.add_argument("--preset", help="named budget, e.g. quick (the demo budget)")
+    p.add_argument("--methods", help="'all' or a comma list, e.g. cut-fc,cut-full")
+    p.add_argument("--dataset", "--datasets", dest="dataset", help="dataset name(s), comma separated")
+    p.add_argument("--backbone", "--backbones", dest="backbone", help="backbone name(s), comma separated")
+    p.add_argument("--seeds", help="comma list of seeds, e.g. 0,1,2")
+    p.add_argument("--epochs", type=int, help="training epochs for every method (the budget)")
+    p.add_argument("--weights", help="default (shipped or hub), random, or a path to a state dict")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--resolution", type=int, help="image size in pixels (default: the backbone's)")
+    p.add_argument("--time-budget", help="wall-clock cap per run, e.g. 10m; a capped run stops cleanly")
+    p.add_argument("--out", default="results", help="results folder (default: results/)")
+    p.add_argument("--data-root", help="data root (default: $FINEBENCH_DATA, then the user cache dir)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved runs and exit")
+
+
+def cmd_run(args) -> int:
+    from finebench.benchmark.progress import Reporter
+    from finebench.benchmark.suite import expand, run_suite
+    from finebench.results.store import ResultStore
+
+    layers: list[dict[str, Any]] = []
+    if args.preset:
+        layers.append({"preset": args.preset})
+    if args.spec:
+        layers.append(load_yaml(args.spec))
+    flags = {key: getattr(args, flag) for flag, key in RUN_FLAGS.items() if getattr(args, flag) is not None}
+    if "time_budget" in flags:
+        flags["time_budget"] = parse_duration(flags["time_budget"], "--time-budget")
+    layers += [flags, parse_overrides(args.overrides)]
+    suite = build_suite(*layers)
+    if args.dry_run:
+        store = ResultStore(args.out)
+        for spec in expand(suite):
+            print(f"{spec.run_id}  {'done' if store.has(spec.run_id) else 'todo'}  {spec.label}")
+        return 0
+    result = run_suite(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=args.quiet))
+    print(f"done: {len(result.done)} run(s) recorded, {len(result.skipped)} skipped (already recorded) in {args.out}")
+    return 0
+
+
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="tables from the run records")
+    p.add_argument("--results", default="results", help="results folder to read (default: results/)")
+    p.add_argument("--out", default="reports", help="where to write the tables (default: reports/)")
+    p.add_argument("--format", default="both", choices=("md", "tex", "both"))
+
+
+def cmd_report(args) -> int:
+    from finebench.reports import write_report
+
+    report = write_report(Path(args.results), Path(args.out), args.format)
+    for err in report.errors:
+        print(f"warning: skipped damaged record {err}", file=sys.stderr)
+    print(report.markdown)
+    print(f"{report.runs} run(s); wrote " + ", ".join(str(p) for p in report.written))
+    return 0
+
+
+def add_list(sub) -> None:
+    p = sub.add_parser("list", help="what is registered")
+    p.add_argument("what", choices=("methods", "datasets", "backbones"))
+
+
+def cmd_list(args) -> int:
+    from finebench.backbones import BACKBONES
+    from finebench.datasets import DATASETS
+    from finebench.methods import METHODS
+
+    registry = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}[args.what]
+    width = max(len(e.name) for e in registry)
+    for entry in registry:
+        print(f"{entry.name:<{width}}  {entry.description}")
+    if args.what == "backbones":
+        print(f"{'(any timm name)':<{width}}  other timm CNNs, with --weights PATH, hub weights when online, or random")
+    return 0
+
+
+def add_fetch(sub) -> None:
+    p = sub.add_parser("fetch", help="download a dataset, verify every file, extract under the data root")
+    p.add_argument("name")
+    p.add_argument("--data-root", help="data root (default: $FINEBENCH_DATA, then the user cache dir)")
+    p.add_argument("--archive", help="use this already-downloaded archive instead of downloading")
+    p.add_argument("--url", help="download from this URL instead of the official one (a mirror)")
+
+
+def cmd_fetch(args) -> int:
+    from finebench.datasets.base import DatasetError, data_root
+    from finebench.datasets.fetch import FETCHERS
+
+    if args.name not in FETCHERS:
+        raise DatasetError(f"bench fetch: no fetcher for {args.name!r}; fetchable: {', '.join(FETCHERS)}")
+    root = data_root(args.data_root)
+    root.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"archive": Path(args.archive) if args.archive else None}
+    if args.url:
+        kwargs["url"] = args.url
+
+    def progress(done: int, total: int | None) -> None:
+        print(f"\r  {done / 2**20:.1f} MiB" + (f" of {total / 2**20:.1f} MiB" if total else ""), end="", flush=True)
+
+    target = FETCHERS[args.name](root, progress=progress, **kwargs)
+    print(f"\n{args.name}: verified and ready in {target}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "fetch": cmd_fetch}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="finebench: fine-grained transfer learning, one budget")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (add_run, add_report, add_list, add_fetch):
+        add(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as e:  # SpecError, DatasetError, WeightsError: messages for the user
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

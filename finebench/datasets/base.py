@@ -1,0 +1,76 @@
+"""What a dataset builder returns, and where data lives."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A dataset that is missing, incomplete or malformed; the message says where we looked and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    classes: tuple[str, ...]
+    source: str  # URL or generator
+    license: str
+    manifest_hash: str  # identifies the exact file set (or generator parameters)
+    root: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class ImageSet:
+    """Items of one dataset: stable ids, integer labels, and a reader that decodes item i at a resolution.
+
+    `read(i, resolution, resize, interpolation)` returns an HxWx3 uint8 array of exactly resolution x resolution.
+    """
+
+    info: DatasetInfo
+    ids: list[str]
+    labels: np.ndarray
+    read: Callable[[int, int, str, str], np.ndarray]
+    cacheable: bool = True  # False: cheap to regenerate, kept in memory only
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """--data-root, then $FINEBENCH_DATA, then the user cache dir."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("FINEBENCH_DATA"):
+        return Path(os.environ["FINEBENCH_DATA"]).expanduser()
+    return cache_dir() / "data"
+
+
+def cache_dir() -> Path:
+    """$FINEBENCH_CACHE, else $XDG_CACHE_HOME/finebench, else ~/.cache/finebench."""
+    if os.environ.get("FINEBENCH_CACHE"):
+        return Path(os.environ["FINEBENCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "finebench"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

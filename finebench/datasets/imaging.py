@@ -1,0 +1,30 @@
+"""Decode and resize an image file to a square uint8 array."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+def load_square(path: Path, resolution: int, resize: str, interpolation: str = "bicubic") -> np.ndarray:
+    """center-crop: shorter side to `resolution` then a centred square crop; squash: both sides to `resolution`."""
+    resample = _RESAMPLE.get(interpolation, Image.BICUBIC)
+    with Image.open(path) as img:
+        img.draft("RGB", (resolution, resolution))  # JPEG: decode at a reduced scale that is still >= resolution
+        img = img.convert("RGB")
+        w, h = img.size
+        if resize == "squash":
+            img = img.resize((resolution, resolution), resample)
+        elif resize == "center-crop":
+            scale = resolution / min(w, h)
+            nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+            img = img.resize((nw, nh), resample)
+            left, top = (nw - resolution) // 2, (nh - resolution) // 2
+            img = img.crop((left, top, left + resolution, top + resolution))
+        else:
+            raise ValueError(f"resize policy {resize!r} is not one of center-crop, squash")
+        return np.asarray(img, dtype=np.uint8)

@@ -1,0 +1,88 @@
+"""The Method plugin contract. Hooks do nothing special by default; a method overrides only what it needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from finebench.backbones.stages import StageMap
+    from finebench.benchmark.budget import BudgetMeter
+    from finebench.benchmark.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A span of epochs with one set of trainable parameters and one optimiser.
+
+    trainable: parameter names (from `named_parameters()`) that receive gradients; all others are frozen.
+    bn: "auto" puts BatchNorm layers whose parameters are frozen in eval mode (running statistics stay fixed) and
+        the others in train mode; "eval" keeps every BatchNorm in eval mode; "train" keeps every one training.
+    lr_scale: multiplies the suite's learning rate for this stage.
+    fresh_optimizer: a new optimiser at the stage start (else the previous one continues when the set is equal).
+    """
+
+    name: str
+    epochs: int
+    trainable: frozenset[str] | None  # None: every parameter of the prepared model
+    bn: str = "auto"
+    lr_scale: float = 1.0
+    fresh_optimizer: bool = True
+    optimizer: str | None = None  # None: the suite's optimiser
+
+
+@dataclass
+class Context:
+    """What a method may see of its run."""
+
+    spec: RunSpec
+    num_classes: int
+    stages: StageMap  # the backbone's stage/head parameter names
+    budget: BudgetMeter
+    device: torch.device
+    loaders: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # scratch space for the method
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    pass
+
+
+class Method:
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
+        return model
+
+    def schedule(self, ctx: Context) -> list[Stage]:
+        """Default: the whole network trains for the whole budget."""
+        return [Stage("all", ctx.spec.train.epochs, None)]
+
+    def forward(self, model: nn.Module, x: Tensor) -> Any:
+        return model(x)
+
+    def logits(self, out: Any) -> Tensor:
+        """The class scores used for accuracy, from whatever `forward` returned."""
+        return out
+
+    def losses(self, model: nn.Module, batch: tuple[Tensor, Tensor], out: Any, ctx: Context) -> dict[str, Tensor]:
+        return {"ce": F.cross_entropy(self.logits(out), batch[1])}
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, ctx: Context) -> None:
+        return None
+
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        return model
+
+    def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
+        return {}
+

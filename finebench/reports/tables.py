@@ -1,0 +1,180 @@
+"""Comparison tables from run records alone: one row per method, one table per (dataset, backbone, budget).
+
+Statistics live in plain functions (`summarize`) so that richer ones (confidence intervals, paired tests) plug in
+as new columns; renderers only format what `summarize` computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from finebench.results.record import RunRecord
+
+
+def budget_key(spec: dict) -> str:
+    """Runs are comparable only under the same training config (epochs, resolution, optimiser, split...)."""
+    return hashlib.sha256(json.dumps(spec["train"], sort_keys=True).encode()).hexdigest()[:8]
+
+
+def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        if r.status != "ok":
+            continue
+        train = r.spec["train"]
+        rows.append(
+            {
+                "dataset": r.spec["dataset"],
+                "backbone": r.spec["backbone"],
+                "budget": budget_key(r.spec),
+                "epochs": train["epochs"],
+                "resolution": train["resolution"],
+                "method": r.spec["method"],
+                "seed": r.spec["seed"],
+                "test_top1": r.best["test"]["top1"],
+                "test_top3": r.best["test"]["top3"],
+                "val_top1": r.best["val"]["top1"],
+                "last_test_top1": r.last["test"]["top1"],
+                "best_epoch": r.best["epoch"],
+                "seconds_to_best": r.best["seconds_to_best"],
+                "total_seconds": r.cost["total_seconds"] + r.cost.get("charged_seconds", 0.0),
+                "trainable": r.params["trainable"],
+                "total": r.params["total"],
+                "capped": bool(r.cost.get("capped")),
+                "split_hash": r.dataset["split_hash"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+METRICS = ("test_top1", "test_top3", "val_top1", "last_test_top1", "best_epoch", "seconds_to_best", "total_seconds")
+
+
+def method_rank(name: str) -> int:
+    """Registry order (the order `bench list methods` shows); unregistered names after, alphabetically."""
+    from finebench.methods import METHODS
+
+    names = METHODS.names()
+    return names.index(name) if name in names else len(names)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; NaN for one seed) and n per (dataset, backbone, budget, method)."""
+    keys = ["dataset", "backbone", "budget", "method"]
+    runs = runs.assign(_order=runs["method"].map(method_rank)).sort_values(["_order", "method", "seed"], kind="stable")
+    g = runs.groupby(keys, sort=False)
+    out = g.size().rename("n").to_frame()
+    for m in METRICS:
+        out[f"{m}_mean"] = g[m].mean()
+        out[f"{m}_std"] = g[m].std(ddof=1)
+    for m in ("trainable", "total", "epochs", "resolution"):
+        out[m] = g[m].first()
+    out["capped"] = g["capped"].sum()
+    out["seeds"] = g["seed"].apply(lambda s: ",".join(str(v) for v in sorted(s)))
+    return out.reset_index()
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    tex_header: str
+    metric: str
+    kind: str  # "pct" (mean ± std, 1 decimal), "num" (mean ± std, 1 decimal), "sec", "params", "n"
+
+
+COLUMNS = (
+    Column("n", "$n$", "n", "n"),
+    Column("test top-1 (%)", r"test top-1 (\%)", "test_top1", "pct"),
+    Column("test top-3 (%)", r"test top-3 (\%)", "test_top3", "pct"),
+    Column("val top-1 (%)", r"val top-1 (\%)", "val_top1", "pct"),
+    Column("last-epoch test top-1 (%)", r"last-epoch test top-1 (\%)", "last_test_top1", "pct"),
+    Column("epochs to best", "epochs to best", "best_epoch", "num"),
+    Column("time to best (s)", "time to best (s)", "seconds_to_best", "sec"),
+    Column("total time (s)", "total time (s)", "total_seconds", "sec"),
+    Column("trainable / total params", "trainable / total params", "trainable", "params"),
+)
+
+
+def human_count(n: float) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2f}{suffix}"
+    return f"{int(n)}"
+
+
+def cell(row: pd.Series, col: Column, pm: str) -> str:
+    if col.kind == "n":
+        return str(int(row["n"]))
+    if col.kind == "params":
+        return f"{human_count(row['trainable'])} / {human_count(row['total'])}"
+    mean, std = row[f"{col.metric}_mean"], row[f"{col.metric}_std"]
+    digits = 1
+    text = f"{mean:.{digits}f}"
+    if not (isinstance(std, float) and math.isnan(std)):
+        text += f" {pm} {std:.{digits}f}"
+    return text
+
+
+def caption(group: pd.DataFrame) -> str:
+    first = group.iloc[0]
+    seeds = sorted({s for v in group["seeds"] for s in v.split(",")}, key=int)
+    capped = int(group["capped"].sum())
+    text = (
+        f"{first['dataset']} · {first['backbone']} · {int(first['epochs'])} epochs at {int(first['resolution'])} px "
+        f"(budget {first['budget']}) · seeds {','.join(seeds)} · mean ± std over seeds, test at the best-val epoch"
+    )
+    if capped:
+        text += f" · {capped} run(s) stopped by the time budget"
+    return text
+
+
+def tex_escape(text: str) -> str:
+    table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
+    return "".join(table.get(ch, ch) for ch in text)
+
+
+def groups(summary: pd.DataFrame):
+    for _, group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
+        yield group
+
+
+def markdown(summary: pd.DataFrame) -> str:
+    parts = []
+    for group in groups(summary):
+        lines = [f"### {caption(group)}", ""]
+        lines.append("| method | " + " | ".join(c.header for c in COLUMNS) + " |")
+        lines.append("|---|" + "|".join("---:" for _ in COLUMNS) + "|")
+        for _, row in group.iterrows():
+            lines.append(f"| {row['method']} | " + " | ".join(cell(row, c, "±") for c in COLUMNS) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def latex(summary: pd.DataFrame) -> str:
+    parts = []
+    for group in groups(summary):
+        spec = "l" + "r" * len(COLUMNS)
+        lines = [
+            r"\begin{table}[t]",
+            r"\centering",
+            r"\caption{" + tex_escape(caption(group)).replace("±", r"$\pm$") + "}",
+            r"\resizebox{\linewidth}{!}{%",
+            r"\begin{tabular}{" + spec + "}",
+            r"\toprule",
+            "method & " + " & ".join(c.tex_header for c in COLUMNS) + r" \\",
+            r"\midrule",
+        ]
+        for _, row in group.iterrows():
+            cells = [tex_escape(cell(row, c, "PLUSMINUS")).replace("PLUSMINUS", r"$\pm$") for c in COLUMNS]
+            lines.append(tex_escape(row["method"]) + " & " + " & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+        parts.append("\n".join(lines))
+    preamble = "% generated by `bench report`; needs \\usepackage{booktabs,graphicx}\n"
+    return preamble + "\n\n".join(parts) + "\n"

@@ -1,0 +1,60 @@
+"""Append-only results store: one JSON file per finished run under <out>/runs/, written atomically.
+
+A record is written to a temporary file, flushed to disk and renamed into place, so a reader sees either no record
+or a whole one; run ids are spec hashes, so `bench run` skips what is already recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from finebench.results.record import RunRecord
+
+
+class ResultStore:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.runs = self.root / "runs"
+
+    def path(self, run_id: str) -> Path:
+        return self.runs / f"{run_id}.json"
+
+    def has(self, run_id: str) -> bool:
+        return self.path(run_id).exists()
+
+    def append(self, record: RunRecord) -> Path:
+        self.runs.mkdir(parents=True, exist_ok=True)
+        dest = self.path(record.run_id)
+        if dest.exists():
+            raise FileExistsError(f"run {record.run_id} is already recorded in {dest}; records are never overwritten")
+        fd, tmp = tempfile.mkstemp(prefix=f".{record.run_id}.", suffix=".tmp", dir=self.runs)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record.to_dict(), f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, dest)  # fails if another process recorded the same run meanwhile: first writer wins
+            except FileExistsError:
+                raise
+            except OSError:  # file systems without hard links
+                os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return dest
+
+    def records(self, errors: list[str] | None = None) -> Iterator[RunRecord]:
+        """Every readable record; damaged files are reported in `errors` (when given) and skipped."""
+        if not self.runs.is_dir():
+            return
+        for path in sorted(self.runs.glob("*.json")):
+            try:
+                yield RunRecord.from_dict(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError) as e:
+                if errors is not None:
+                    errors.append(f"{path}: {e}")
