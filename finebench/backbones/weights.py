@@ -53,7 +53,9 @@ def map_in_order(source: OrderedDict[str, torch.Tensor], model: nn.Module, origi
     """Rename `source` tensors onto `model`'s state dict keys by position, checking every shape."""
     target = model.state_dict()
     if len(source) != len(target):
-        raise WeightsError(f"{origin}: {len(source)} tensors but the model has {len(target)}; not the same architecture")
+        raise WeightsError(
+            f"{origin}: {len(source)} tensors but the model has {len(target)}; not the same architecture"
+        )
     mapped = {}
     for (skey, tensor), (tkey, ref) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != ref.shape:

@@ -26,7 +26,8 @@ class Registry:
         if not name or not isinstance(name, str):
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if name in self._entries:
-            raise ValueError(f"duplicate {self.kind} name {name!r}: already registered by {self._entries[name].factory!r}")
+            previous = self._entries[name].factory
+            raise ValueError(f"duplicate {self.kind} name {name!r}: already registered by {previous!r}")
         self._entries[name] = Entry(name, factory, description.strip().splitlines()[0] if description else "")
         return factory
 

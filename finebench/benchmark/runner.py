@@ -69,6 +69,51 @@ def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+class StepLoop:
+    """The runner's per-step work: stage switches, the learning-rate schedule, the method's step, loss sums and
+    the budget meter. Kept apart so that its overhead over a bare PyTorch loop can be benchmarked."""
+
+    def __init__(self, method: Method, model: torch.nn.Module, ctx: Context, total_steps: int) -> None:
+        self.method, self.model, self.ctx, self.total_steps = method, model, ctx, total_steps
+        self.cfg = ctx.spec.train
+        self.stage: Stage | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.steps = 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.seen = 0
+
+    def begin_stage(self, stage: Stage) -> None:
+        """Set trainable parameters and an optimiser for `stage` (no-op when it is already the current one)."""
+        if stage is not self.stage:
+            params = set_trainable(self.model, stage)
+            current = [id(p) for g in self.optimizer.param_groups for p in g["params"]] if self.optimizer else None
+            if current != [id(p) for p in params] or stage.fresh_optimizer:
+                name = stage.optimizer or self.cfg.optimizer
+                self.optimizer = make_optimizer(name, params, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
+            self.stage = stage
+        apply_modes(self.model, stage)
+
+    def begin_epoch(self) -> None:
+        self.sums, self.seen = {}, 0
+        self.watch = Stopwatch()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        lr = self.cfg.lr * self.stage.lr_scale * lr_factor(self.cfg.scheduler, self.steps, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        terms = train_step(self.method, self.model, (x, y), self.optimizer, self.ctx)
+        n = len(y)
+        for k, v in terms.items():
+            self.sums[k] = self.sums[k] + v * n if k in self.sums else v * n
+        self.seen += n
+        self.steps += 1
+        self.ctx.budget.step(n, self.watch.lap())
+
+    def epoch_losses(self) -> dict[str, float]:
+        """Sample-weighted mean of each loss term over the epoch (one device sync per epoch, not per step)."""
+        return {k: float(v) / max(self.seen, 1) for k, v in self.sums.items()}
+
+
 class Run:
     """One (method, dataset, backbone, seed) run; `execute()` returns its RunRecord."""
 
@@ -118,30 +163,14 @@ class Run:
         history: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         best_state = None
-        stage, optimizer, step = None, None, 0
+        loop = StepLoop(method, model, ctx, total_steps)
         for epoch in range(cfg.epochs):
-            new_stage = stage_of_epoch(self.stages, epoch)
-            if new_stage is not stage:
-                params = set_trainable(model, new_stage)
-                if optimizer is None or new_stage.fresh_optimizer:
-                    opt_name = new_stage.optimizer or cfg.optimizer
-                    optimizer = make_optimizer(opt_name, params, cfg.lr, cfg.momentum, cfg.weight_decay)
-                stage = new_stage
-            apply_modes(model, stage)
+            loop.begin_stage(stage_of_epoch(self.stages, epoch))
             train.set_epoch(epoch)
-            sums: dict[str, torch.Tensor] = {}
-            seen = 0
-            watch = Stopwatch()
+            loop.begin_epoch()
             self.reporter.start_epoch(f"{spec.method} e{epoch + 1}/{cfg.epochs}", len(train))
             for x, y in train:
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * stage.lr_scale * lr_factor(cfg.scheduler, step, total_steps)
-                terms = train_step(method, model, (x, y), optimizer, ctx)
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0) + v * len(y)
-                seen += len(y)
-                step += 1
-                budget.step(len(y), watch.lap())
+                loop.step(x, y)
                 self.reporter.step()
                 if budget.over_time():
                     break
@@ -150,13 +179,13 @@ class Run:
             t_eval = time.perf_counter()
             val = evaluate(method, model, self.loaders["val"], ctx.num_classes)
             budget.eval_seconds += time.perf_counter() - t_eval
-            losses = {k: float(v) / max(seen, 1) for k, v in sums.items()}
+            losses, seen, stage = loop.epoch_losses(), loop.seen, loop.stage
             entry = {
                 "epoch": epoch + 1,
                 "stage": stage.name,
                 "losses": losses,
                 "val": val,
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": loop.optimizer.param_groups[0]["lr"],
                 "samples": budget.samples,
                 "train_seconds": train_seconds,
                 "elapsed": budget.elapsed(),
@@ -170,7 +199,8 @@ class Run:
                 best_state = cpu_state(model)
             eta = entry["elapsed"] / (epoch + 1) * (cfg.epochs - epoch - 1)
             mark = "  *best" if improved else ""
-            self.reporter.end_epoch(epoch_line(epoch + 1, cfg.epochs, losses, val, entry["images_per_second"], eta, mark))
+            ips = entry["images_per_second"]
+            self.reporter.end_epoch(epoch_line(epoch + 1, cfg.epochs, losses, val, ips, eta, mark))
             if budget.capped:
                 self.reporter.print(f"  time budget of {cfg.time_budget:.0f}s spent: stopped after epoch {epoch + 1}")
                 break
@@ -228,4 +258,3 @@ class Run:
     def backbone_info(self) -> dict[str, Any]:
         b = self.backbone
         return {"arch": b.arch, "weights": b.weights, "mean": list(b.mean), "std": list(b.std)}
-

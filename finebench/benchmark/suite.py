@@ -89,9 +89,7 @@ def run_suite(
     result = SuiteResult()
     todo = [r for r in runs if not store.has(r.run_id)]
     result.skipped = [r.run_id for r in runs if store.has(r.run_id)]
-    reporter.print(
-        f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), device {dev}"
-    )
+    reporter.print(f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), device {dev}")
     for i, spec in enumerate(todo, 1):
         reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id})")
         t0 = time.perf_counter()

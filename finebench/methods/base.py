@@ -85,4 +85,3 @@ class Method:
 
     def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
         return {}
-
