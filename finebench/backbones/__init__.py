@@ -85,7 +85,8 @@ def create_backbone(name: str, num_classes: int, weights: str = "default") -> Ba
         model = timm.create_model(info.arch, pretrained=False)
         path = shipped_path(info.arch)
         model.load_state_dict(map_in_order(load_state_dict(path), model, str(path)))
-        model.reset_classifier(num_classes)
+        if num_classes != model.num_classes:  # keep the ImageNet head when it is what the caller asked for
+            model.reset_classifier(num_classes)
         origin = f"shipped:{path.name}"
     elif source == "hub":
         try:

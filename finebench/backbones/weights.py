@@ -76,6 +76,13 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str, cla
         if key.startswith(classifier + ".") and key in own and state[key].shape != own[key].shape:
             dropped.append(key)
             del state[key]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if wrong:
+        raise WeightsError(f"{origin}: does not match the architecture (shape of {', '.join(wrong[:3])})")
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in dropped]
     if missing or unexpected:

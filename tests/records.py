@@ -1,0 +1,21 @@
+"""Hand-made run records for store and report tests."""
+
+from finebench.results.record import RunRecord
+
+
+def make_record(method: str, seed: int, top1: float, top3: float = 90.0, *, epochs: int = 5, best_epoch: int = 3,
+                seconds: float = 10.0, dataset: str = "synthetic", run_id: str | None = None) -> RunRecord:  # fmt: skip
+    train = {"epochs": epochs, "resolution": 64, "lr": 0.01}
+    return RunRecord(
+        run_id=run_id or f"{method}-{seed}-{epochs}-{dataset}".replace(":", "_"),
+        spec={"method": method, "dataset": dataset, "backbone": "test_resnet", "seed": seed, "train": train},
+        dataset={"name": dataset, "split_hash": "abc"},
+        backbone={"arch": "test_resnet", "weights": "random"},
+        env={"commit": None},
+        epochs=[{"epoch": e + 1} for e in range(epochs)],
+        best={"epoch": best_epoch, "val": {"top1": top1 + 1}, "test": {"top1": top1, "top3": top3},
+              "seconds_to_best": seconds / 2},  # fmt: skip
+        last={"epoch": epochs, "val": {"top1": top1}, "test": {"top1": top1 - 1, "top3": top3}},
+        cost={"total_seconds": seconds, "charged_seconds": 0.0, "capped": False},
+        params={"trainable": 1500, "total": 2_500_000},
+    )

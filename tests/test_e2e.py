@@ -1,0 +1,63 @@
+"""End to end through the `bench` CLI on the generated dataset with a tiny model."""
+
+import json
+import subprocess
+import sys
+
+RUN = ["run", "--methods", "all", "--dataset", "synthetic:4x12", "--backbone", "test_resnet", "--weights", "random",
+       "--epochs", "2", "--resolution", "48", "--seeds", "0,1", "batch_size=8"]  # fmt: skip
+
+
+def bench(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "finebench.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_run_records_skip_and_report(tmp_path):
+    first = bench(*RUN, "--out", "res", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "done: 8 run(s) recorded, 0 skipped" in first.stdout
+    assert "epoch   2/2" in first.stdout  # plain per-epoch lines when not on a terminal
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "res" / "runs").glob("*.json"))]
+    assert len(records) == 8
+    assert {r["spec"]["method"] for r in records} == {"cut-fc", "cut-last", "cut-last2", "cut-full"}
+    assert {r["spec"]["seed"] for r in records} == {0, 1}
+    assert len({r["dataset"]["split_hash"] for r in records}) == 1  # one split for every method and seed
+    for r in records:
+        n_train = r["dataset"]["sizes"]["train"]
+        assert r["cost"]["samples"] == r["cost"]["samples_budget"] == 2 * n_train  # identical budget
+        assert len(r["epochs"]) == 2 and 1 <= r["best"]["epoch"] <= 2
+        assert r["best"]["val"]["top1"] == max(e["val"]["top1"] for e in r["epochs"])
+        assert set(r["best"]["test"]) >= {"top1", "top3", "mean_class"} and r["last"]["epoch"] == 2
+        assert r["env"]["versions"]["torch"] and r["dataset"]["manifest_hash"]
+        assert (tmp_path / "res" / r["dataset"]["split_file"]).exists()
+        assert r["cost"]["flops_per_image"] > 0 and r["params"]["total"] >= r["params"]["trainable"] > 0
+
+    again = bench(*RUN, "--out", "res", cwd=tmp_path)
+    assert again.returncode == 0 and "done: 0 run(s) recorded, 8 skipped" in again.stdout
+    assert len(list((tmp_path / "res" / "runs").glob("*.json"))) == 8
+
+    rep = bench("report", "--results", "res", "--out", "rep", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    md = (tmp_path / "rep" / "results.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| cut-")]
+    assert [r.split("|")[1].strip() for r in rows] == ["cut-fc", "cut-last", "cut-last2", "cut-full"]
+    assert all(r.split("|")[2].strip() == "2" for r in rows)
+    assert (tmp_path / "rep" / "results.tex").read_text().count(r"\pm") >= 4
+
+
+def test_bad_input_is_a_clear_error_before_any_work(tmp_path):
+    bad = bench("run", "--methods", "cut-fc,nope", "--dataset", "synthetic", "--out", "res", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown method 'nope'" in bad.stderr and "cut-full" in bad.stderr
+    assert not (tmp_path / "res").exists()
+    missing = bench("run", "--dataset", "flowers17", "--data-root", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "dataset 'flowers17' not found" in missing.stderr and "bench fetch flowers17" in missing.stderr
+    assert str(tmp_path / "nowhere") in missing.stderr
+    override = bench("run", "epochs=-1", cwd=tmp_path)
+    assert override.returncode == 2 and "epochs: must be >= 1" in override.stderr
+
+
+def test_list_shows_descriptions(tmp_path):
+    out = bench("list", "methods", cwd=tmp_path).stdout
+    assert "cut-full" in out and "Fine-tune the whole network" in out
+    assert "efficientnet_lite0" in bench("list", "backbones", cwd=tmp_path).stdout

@@ -1,0 +1,62 @@
+import statistics
+
+import pytest
+
+from finebench.reports import write_report
+from finebench.reports.tables import latex, markdown, runs_frame, summarize, tex_escape
+from finebench.results.store import ResultStore
+from records import make_record
+
+
+def summary_of(records):
+    return summarize(runs_frame(records))
+
+
+def test_mean_std_n_per_method():
+    recs = [make_record("cut-fc", s, v) for s, v in enumerate([50.0, 60.0, 70.0])]
+    recs += [make_record("cut-full", s, v, seconds=20.0) for s, v in enumerate([80.0, 81.0])]
+    s = summary_of(recs).set_index("method")
+    assert s.loc["cut-fc", "n"] == 3 and s.loc["cut-full", "n"] == 2
+    assert s.loc["cut-fc", "test_top1_mean"] == pytest.approx(60.0)
+    assert s.loc["cut-fc", "test_top1_std"] == pytest.approx(statistics.stdev([50, 60, 70]))
+    assert s.loc["cut-full", "total_seconds_mean"] == pytest.approx(20.0)
+    assert list(s.index) == ["cut-fc", "cut-full"]  # registry order, not file order
+
+
+def test_markdown_table_rows_and_values():
+    recs = [make_record("cut-full", s, v) for s, v in enumerate([80.0, 82.0])] + [make_record("cut-fc", 0, 55.0)]
+    md = markdown(summary_of(recs))
+    assert "| method | n | test top-1 (%) | test top-3 (%)" in md
+    assert "| cut-full | 2 | 81.0 ± 1.4 | 90.0 ± 0.0 |" in md
+    assert "| cut-fc | 1 | 55.0 | 90.0 |" in md  # one seed: no std is invented
+    assert "1.50k / 2.50M" in md and "seeds 0,1" in md
+    assert md.index("cut-fc") < md.index("| cut-full")
+
+
+def test_different_budgets_are_never_mixed():
+    recs = [make_record("cut-fc", 0, 50.0, epochs=5), make_record("cut-fc", 0, 70.0, epochs=10)]
+    md = markdown(summary_of(recs))
+    assert md.count("### ") == 2 and "5 epochs" in md and "10 epochs" in md
+
+
+def test_latex_escapes_and_uses_booktabs():
+    assert tex_escape("cut_fc 50% & #1") == r"cut\_fc 50\% \& \#1"
+    tex = latex(summary_of([make_record("my_method", 0, 50.0, dataset="synthetic:4x20")]))
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"my\_method &" in tex and r"test top-1 (\%)" in tex
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
+    body = tex.split(r"\midrule")[1]
+    assert "_" not in body.replace(r"\_", "")
+
+
+def test_write_report_from_store(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    for s, v in enumerate([40.0, 44.0]):
+        store.append(make_record("cut-last", s, v))
+    (store.runs / "junk.json").write_text("not json")
+    report = write_report(tmp_path / "results", tmp_path / "reports", "both")
+    assert report.runs == 2 and len(report.errors) == 1
+    assert (tmp_path / "reports" / "results.md").read_text().count("| cut-last | 2 | 42.0 ± 2.8") == 1
+    assert (tmp_path / "reports" / "results.tex").exists()
+    with pytest.raises(ValueError, match="no finished runs"):
+        write_report(tmp_path / "empty", tmp_path / "r2")
