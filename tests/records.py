@@ -13,8 +13,12 @@ def make_record(method: str, seed: int, top1: float, top3: float = 90.0, *, epoc
         backbone={"arch": "test_resnet", "weights": "random"},
         env={"commit": None},
         epochs=[{"epoch": e + 1} for e in range(epochs)],
-        best={"epoch": best_epoch, "val": {"top1": top1 + 1}, "test": {"top1": top1, "top3": top3},
-              "seconds_to_best": seconds / 2},  # fmt: skip
+        best={
+            "epoch": best_epoch,
+            "val": {"top1": top1 + 1},
+            "test": {"top1": top1, "top3": top3},
+            "seconds_to_best": seconds / 2,
+        },  # fmt: skip
         last={"epoch": epochs, "val": {"top1": top1}, "test": {"top1": top1 - 1, "top3": top3}},
         cost={"total_seconds": seconds, "charged_seconds": 0.0, "capped": False},
         params={"trainable": 1500, "total": 2_500_000},

@@ -14,8 +14,8 @@ from finebench.methods import Context
 
 
 def make_loop(method: str, backbone: str, **cfg):
-    spec = [s for s in expand(build_suite({"methods": method, "backbones": backbone, "datasets": "synthetic",
-                                            "weights": "random", "epochs": 1, "resolution": 32, **cfg}))][0]  # fmt: skip
+    layer = {"methods": method, "backbones": backbone, "datasets": "synthetic", "weights": "random", "epochs": 1}
+    spec = expand(build_suite({**layer, "resolution": 32, **cfg}))[0]
     torch.manual_seed(0)
     model = create_backbone(backbone, 4, "random").model
     ctx = Context(spec, 4, stage_map(model), BudgetMeter(1, 8), torch.device("cpu"))

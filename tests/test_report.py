@@ -5,6 +5,7 @@ import pytest
 from finebench.reports import write_report
 from finebench.reports.tables import latex, markdown, runs_frame, summarize, tex_escape
 from finebench.results.store import ResultStore
+
 from records import make_record
 
 

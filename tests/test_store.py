@@ -3,6 +3,7 @@ import json
 import pytest
 
 from finebench.results.store import ResultStore
+
 from records import make_record
 
 
