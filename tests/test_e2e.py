@@ -61,3 +61,23 @@ def test_list_shows_descriptions(tmp_path):
     out = bench("list", "methods", cwd=tmp_path).stdout
     assert "cut-full" in out and "Fine-tune the whole network" in out
     assert "efficientnet_lite0" in bench("list", "backbones", cwd=tmp_path).stdout
+
+
+def test_separate_processes_give_identical_numbers(tmp_path):
+    args = ["run", "--methods", "cut-last", "--dataset", "synthetic:4x12", "--backbone", "test_efficientnet",
+            "--weights", "random", "--epochs", "2", "--resolution", "40", "batch_size=8", "--quiet"]  # fmt: skip
+    for out in ("a", "b"):
+        assert bench(*args, "--out", out, cwd=tmp_path).returncode == 0
+    a, b = ([json.loads(p.read_text()) for p in (tmp_path / out / "runs").glob("*.json")] for out in ("a", "b"))
+    assert len(a) == len(b) == 1 and a[0]["run_id"] == b[0]["run_id"]
+    for key in ("best", "last"):
+        for part in ("epoch", "val", "test"):
+            assert a[0][key][part] == b[0][key][part]
+    assert [e["losses"] for e in a[0]["epochs"]] == [e["losses"] for e in b[0]["epochs"]]
+
+
+def test_backbone_that_cannot_run_at_the_resolution_fails_before_training(tmp_path):
+    bad = bench("run", "--methods", "cut-fc", "--dataset", "synthetic", "--backbone", "inception_v3", "--weights",
+                "random", "--resolution", "40", "--out", "res", cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 2 and "backbone 'inception_v3' cannot run at resolution 40 px" in bad.stderr
+    assert not (tmp_path / "res" / "runs").exists()

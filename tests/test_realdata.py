@@ -72,3 +72,18 @@ def test_archive_member_escaping_the_target_is_refused(tmp_path):
     with pytest.raises(DatasetError, match="would extract outside"):
         safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_a_damaged_image_is_named_before_training(flowers_root, tmp_path):
+    """A copy whose file differs from the official one is refused when the cache is built, naming the file."""
+    from finebench.datasets.cache import cached_images
+
+    jpg = tmp_path / "flowers17" / "jpg"
+    jpg.mkdir(parents=True)
+    for src in (flowers_root / "flowers17" / "jpg").iterdir():
+        (jpg / src.name).symlink_to(src)
+    (jpg / "image_0042.jpg").unlink()
+    (jpg / "image_0042.jpg").write_bytes((flowers_root / "flowers17" / "jpg" / "image_0043.jpg").read_bytes())
+    data = build_dataset("flowers17", tmp_path)
+    with pytest.raises(DatasetError, match=r"image_0042.jpg: checksum differs"):
+        cached_images(data, 16, "center-crop", "bicubic")

@@ -61,3 +61,13 @@ def test_write_report_from_store(tmp_path):
     assert (tmp_path / "reports" / "results.tex").exists()
     with pytest.raises(ValueError, match="no finished runs"):
         write_report(tmp_path / "empty", tmp_path / "r2")
+
+
+def test_method_settings_get_their_own_rows_and_commits_are_flagged():
+    a = make_record("cut-full", 0, 80.0)
+    b = make_record("cut-full", 0, 50.0, run_id="other")
+    b.spec["method_config"] = {"freeze_bn": True}
+    b.env["commit"] = "abcdef1234567"
+    md = markdown(summary_of([a, b]))
+    assert "| cut-full | 1 | 80.0 |" in md and "| cut-full (freeze_bn=True) | 1 | 50.0 |" in md
+    assert "WARNING: runs from different code commits" in md

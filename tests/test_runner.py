@@ -40,3 +40,23 @@ def test_schedule_must_spend_exactly_the_budget():
         check_schedule([Stage("a", 2, None)], s)
     stages = [Stage("a", 1, None), Stage("b", 2, None)]
     assert [stage_of_epoch(stages, e).name for e in range(3)] == ["a", "b", "b"]
+
+
+def test_test_is_at_the_restored_best_state_and_hidden_from_the_method(tmp_path):
+    from finebench.benchmark.train import evaluate
+
+    # a large learning rate makes later epochs worse than an early one, so best != last
+    r = Run(spec(epochs=4, lr=0.8, optimizer="sgd", scheduler="constant"), None, tmp_path, pick_device("cpu"),
+            Reporter(quiet=True))  # fmt: skip
+    rec = r.execute()
+    assert "test" not in r.ctx.loaders
+    assert rec.best["val"] == rec.epochs[rec.best["epoch"] - 1]["val"]
+    again = evaluate(r.method, r.model, r.loaders["val"], r.ctx.num_classes)
+    assert again == rec.best["val"]  # the model that was tested is the best-val state, restored
+    assert rec.cost["charges"]["prepare"]["seconds"] >= 0
+
+
+def test_a_lone_last_sample_does_not_crash_batchnorm(tmp_path):
+    # 4 classes x 12 images -> 32 train images (8 per class); batch 31 leaves one sample over
+    rec = run(spec(batch_size=31), tmp_path)
+    assert rec.cost["samples"] == 2 * rec.dataset["sizes"]["train"] and rec.cost["steps"] == 2

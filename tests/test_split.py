@@ -49,3 +49,10 @@ def test_cap_per_class_keeps_split_order():
     labels = np.array([0, 1, 0, 1, 0, 1])
     assert cap_per_class(np.array([5, 4, 3, 2, 1, 0]), labels, 2).tolist() == [5, 4, 3, 2]
     assert cap_per_class(np.array([1, 2]), labels, None).tolist() == [1, 2]
+
+
+def test_a_class_without_training_items_is_an_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="class 0 .* gets no training item"):
+        stratified_split(np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 1]), (0.05, 0.5, 0.45), "x:0")

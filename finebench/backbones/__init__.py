@@ -11,6 +11,7 @@ from torch import nn
 
 from finebench.backbones.weights import SHIPPED, WeightsError, load_into, load_state_dict, map_in_order, shipped_path
 from finebench.benchmark.registry import Registry
+from finebench.datasets.base import sha256_file
 
 BACKBONES = Registry("backbone")
 
@@ -46,6 +47,7 @@ class Backbone:
     std: tuple[float, ...]
     input_size: int
     interpolation: str
+    weights_sha256: str | None = None  # of the weights file, when the weights came from one
 
 
 def backbone_info(name: str) -> BackboneInfo:
@@ -78,6 +80,7 @@ def create_backbone(name: str, num_classes: int, weights: str = "default") -> Ba
     info = backbone_info(name)
     cfg = data_config(info.arch)
     source = info.default_weights if weights == "default" else weights
+    digest = None
     if source == "random":
         model = timm.create_model(info.arch, pretrained=False, num_classes=num_classes)
         origin = "random"
@@ -87,7 +90,7 @@ def create_backbone(name: str, num_classes: int, weights: str = "default") -> Ba
         model.load_state_dict(map_in_order(load_state_dict(path), model, str(path)))
         if num_classes != model.num_classes:  # keep the ImageNet head when it is what the caller asked for
             model.reset_classifier(num_classes)
-        origin = f"shipped:{path.name}"
+        origin, digest = f"shipped:{path.name}", sha256_file(path)
     elif source == "hub":
         try:
             model = timm.create_model(info.arch, pretrained=True, num_classes=num_classes)
@@ -102,5 +105,5 @@ def create_backbone(name: str, num_classes: int, weights: str = "default") -> Ba
         model = timm.create_model(info.arch, pretrained=False, num_classes=num_classes)
         classifier = next(n for n, m in model.named_modules() if m is model.get_classifier())
         load_into(model, load_state_dict(path), str(path), classifier)
-        origin = f"file:{path}"
-    return Backbone(model, info.arch, origin, cfg["mean"], cfg["std"], cfg["input_size"], cfg["interp"])
+        origin, digest = f"file:{path.resolve()}", sha256_file(path)
+    return Backbone(model, info.arch, origin, cfg["mean"], cfg["std"], cfg["input_size"], cfg["interp"], digest)

@@ -117,8 +117,9 @@ def reset_peak_memory() -> None:
 
 
 def peak_memory() -> dict[str, float | None]:
-    """Peak CUDA allocator memory since the run began and peak process RSS (process-wide), in MiB."""
+    """Peak CUDA allocator memory since the run began, and the process's peak RSS in MiB. The RSS peak is
+    process-wide (it includes earlier runs of a suite and the image cache): an upper bound, not a per-run figure."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rss_mib = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"cuda_mib": cuda, "rss_mib": rss_mib}
+    return {"cuda_mib": cuda, "process_peak_rss_mib": rss_mib}

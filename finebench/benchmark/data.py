@@ -37,8 +37,17 @@ class Batches:
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
         self.epoch = 0
 
+    def bounds(self) -> list[tuple[int, int]]:
+        """Batch start/end positions. A lone last sample joins the previous batch: BatchNorm cannot train on a
+        batch of one, and every sample must still be seen once per epoch (the budget)."""
+        n, bs = len(self.indices), self.batch_size
+        edges = list(range(0, n, bs)) + [n]
+        if len(edges) > 2 and n - edges[-2] == 1:
+            del edges[-2]
+        return list(zip(edges[:-1], edges[1:], strict=True))
+
     def __len__(self) -> int:
-        return (len(self.indices) + self.batch_size - 1) // self.batch_size
+        return len(self.bounds())
 
     @property
     def num_samples(self) -> int:
@@ -52,8 +61,8 @@ class Batches:
         n = len(self.indices)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         flips = torch.rand(n, generator=gen) < 0.5 if self.flip else None
-        for start in range(0, n, self.batch_size):
-            pos = order[start : start + self.batch_size]
+        for start, end in self.bounds():
+            pos = order[start:end]
             rows = self.indices[pos.numpy()]
             sort = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memory-mapped cache
             pixels = np.empty((len(rows),) + self.images.shape[1:], dtype=np.uint8)

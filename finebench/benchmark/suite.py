@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from finebench.backbones import backbone_info, default_resolution
+from finebench.backbones import backbone_info, create_backbone, default_resolution
 from finebench.benchmark.progress import Reporter, fmt_seconds
 from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec, build_config
 from finebench.datasets import build_dataset, check_name
@@ -75,6 +75,21 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def preflight(runs: list[RunSpec], data_root: str | None, device: torch.device) -> None:
+    """Fail before any training: every dataset present, every backbone built with its weights and run once at
+    its resolution."""
+    classes = {name: build_dataset(name, data_root).info.num_classes for name in dict.fromkeys(r.dataset for r in runs)}
+    for dataset, backbone, weights, res in dict.fromkeys(
+        (r.dataset, r.backbone, r.train.weights, r.train.resolution) for r in runs
+    ):
+        model = create_backbone(backbone, classes[dataset], weights).model.to(device).eval()
+        try:
+            with torch.no_grad():
+                model(torch.zeros(2, 3, res, res, device=device))
+        except RuntimeError as e:
+            raise SpecError(f"backbone {backbone!r} cannot run at resolution {res} px ({e}); use a larger one") from e
+
+
 def run_suite(
     suite: SuiteSpec, out: Path, data_root: str | None, device: str = "auto", reporter: Reporter | None = None
 ) -> SuiteResult:
@@ -82,9 +97,8 @@ def run_suite(
 
     reporter = reporter or Reporter()
     runs = expand(suite)
-    for name in dict.fromkeys(r.dataset for r in runs):
-        build_dataset(name, data_root)  # a missing dataset fails here, before any training
     dev = pick_device(device)
+    preflight(runs, data_root, dev)
     store = ResultStore(out)
     result = SuiteResult()
     todo = [r for r in runs if not store.has(r.run_id)]

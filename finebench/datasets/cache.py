@@ -19,7 +19,7 @@ _MEMO: dict[str, np.ndarray] = {}
 
 
 def cache_key(data: ImageSet, resolution: int, resize: str, interpolation: str) -> str:
-    raw = f"{data.info.manifest_hash}:{len(data)}:{resolution}:{resize}:{interpolation}"
+    raw = f"{data.info.manifest_hash}:{data.info.root}:{len(data)}:{resolution}:{resize}:{interpolation}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

@@ -59,9 +59,19 @@ def build(root: Path) -> ImageSet:
     if absent:
         raise DatasetError(missing_message(root, f"{len(absent)} of {len(names)} images missing, e.g. {absent[0]}"))
     labels = np.array([(int(n[6:10]) - 1) // PER_CLASS for n in names], dtype=np.int64)
-    info = DatasetInfo(NAME, CLASSES, URL, LICENSE, sha256_bytes(manifest_text().encode()), str(dataset_dir(root)))
+    where = str(dataset_dir(root).resolve())
+    info = DatasetInfo(NAME, CLASSES, URL, LICENSE, sha256_bytes(manifest_text().encode()), where)
+
+    digests = manifest()
 
     def read(i: int, resolution: int, resize: str, interpolation: str) -> np.ndarray:
-        return load_square(jpg / names[i], resolution, resize, interpolation)
+        """Decode one image, checking its bytes against the manifest first (the cache then holds verified data)."""
+        blob = (jpg / names[i]).read_bytes()
+        if sha256_bytes(blob) != digests[names[i]]:
+            raise DatasetError(
+                f"{jpg / names[i]}: checksum differs from the official file; the copy is damaged or not the "
+                f"official one. Re-fetch with `bench fetch {NAME} --data-root {root}`."
+            )
+        return load_square(blob, resolution, resize, interpolation)
 
     return ImageSet(info, [f"jpg/{n}" for n in names], labels, read)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,11 @@ from PIL import Image
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
-def load_square(path: Path, resolution: int, resize: str, interpolation: str = "bicubic") -> np.ndarray:
-    """center-crop: shorter side to `resolution` then a centred square crop; squash: both sides to `resolution`."""
+def load_square(source: Path | bytes, resolution: int, resize: str, interpolation: str = "bicubic") -> np.ndarray:
+    """center-crop: shorter side to `resolution` then a centred square crop; squash: both sides to `resolution`.
+    `source` is a path or the file's bytes."""
     resample = _RESAMPLE.get(interpolation, Image.BICUBIC)
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
         img.draft("RGB", (resolution, resolution))  # JPEG: decode at a reduced scale that is still >= resolution
         img = img.convert("RGB")
         w, h = img.size

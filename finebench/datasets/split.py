@@ -38,6 +38,10 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed_key:
         if n >= 3:
             n_val, n_test = max(n_val, 1), max(n_test, 1)
         n_train = n - n_val - n_test
+        if n_train < 1:
+            raise ValueError(
+                f"split {list(fractions)}: class {int(cls)} ({n} items) gets no training item; raise the train fraction"
+            )
         parts["train"] += idx[:n_train].tolist()
         parts["val"] += idx[n_train : n_train + n_val].tolist()
         parts["test"] += idx[n_train + n_val :].tolist()

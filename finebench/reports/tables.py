@@ -6,6 +6,7 @@ as new columns; renderers only format what `summarize` computed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -22,6 +23,17 @@ def budget_key(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec["train"], sort_keys=True).encode()).hexdigest()[:8]
 
 
+def method_label(method: str, config: dict) -> str:
+    """The method's name, plus the settings that differ from its defaults (so variants get their own rows)."""
+    from finebench.methods import METHODS
+
+    defaults: dict = {}
+    if method in METHODS:
+        defaults = dataclasses.asdict(METHODS.get(method).Config())
+    changed = {k: v for k, v in sorted(config.items()) if defaults.get(k, object()) != v}
+    return method + (" (" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
+
+
 def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
@@ -35,14 +47,17 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
                 "budget": budget_key(r.spec),
                 "epochs": train["epochs"],
                 "resolution": train["resolution"],
-                "method": r.spec["method"],
+                "method": method_label(r.spec["method"], r.spec.get("method_config", {})),
+                "method_name": r.spec["method"],
                 "seed": r.spec["seed"],
+                "commit": (r.env.get("commit") or "unknown")[:10],
                 "test_top1": r.best["test"]["top1"],
                 "test_top3": r.best["test"]["top3"],
                 "val_top1": r.best["val"]["top1"],
                 "last_test_top1": r.last["test"]["top1"],
                 "best_epoch": r.best["epoch"],
-                "seconds_to_best": r.best["seconds_to_best"],
+                # charged phases (a teacher, a calibration pass) precede training: they count towards both times
+                "seconds_to_best": r.best["seconds_to_best"] + r.cost.get("charged_seconds", 0.0),
                 "total_seconds": r.cost["total_seconds"] + r.cost.get("charged_seconds", 0.0),
                 "trainable": r.params["trainable"],
                 "total": r.params["total"],
@@ -67,7 +82,8 @@ def method_rank(name: str) -> int:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std (ddof=1; NaN for one seed) and n per (dataset, backbone, budget, method)."""
     keys = ["dataset", "backbone", "budget", "method"]
-    runs = runs.assign(_order=runs["method"].map(method_rank)).sort_values(["_order", "method", "seed"], kind="stable")
+    runs = runs.assign(_order=runs["method_name"].map(method_rank))
+    runs = runs.sort_values(["_order", "method", "seed"], kind="stable")
     g = runs.groupby(keys, sort=False)
     out = g.size().rename("n").to_frame()
     for m in METRICS:
@@ -77,6 +93,11 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         out[m] = g[m].first()
     out["capped"] = g["capped"].sum()
     out["seeds"] = g["seed"].apply(lambda s: ",".join(str(v) for v in sorted(s)))
+    out["commits"] = g["commit"].apply(lambda s: ",".join(sorted(set(s))))
+    dup = g["seed"].apply(lambda s: s.duplicated().any())
+    if dup.any():
+        key = list(dup[dup].index)[0]
+        raise ValueError(f"the same seed appears twice for {key}: two records of one spec (hand-merged stores?)")
     return out.reset_index()
 
 
@@ -131,6 +152,9 @@ def caption(group: pd.DataFrame) -> str:
     )
     if capped:
         text += f" · {capped} run(s) stopped by the time budget"
+    commits = sorted({c for v in group["commits"] for c in v.split(",")})
+    if len(commits) > 1:
+        text += f" · WARNING: runs from different code commits ({', '.join(commits)})"
     return text
 
 
