@@ -9,6 +9,10 @@ def pytest_terminal_summary(terminalreporter, config):
     for bench in session.benchmarks:
         groups.setdefault(bench.group, []).append(bench)
     terminalreporter.section("ratios against the baseline measured in the same run (median)")
+    for bench in session.benchmarks:
+        for key, value in bench.extra_info.items():
+            if key.startswith("ratio"):
+                terminalreporter.write_line(f"{bench.group}: {bench.name}: {key} {value:.3f}")
     for group, benches in groups.items():
         base = [b for b in benches if "baseline" in b.name]
         if not base:

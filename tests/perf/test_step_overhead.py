@@ -40,7 +40,7 @@ def test_step_bare_pytorch_baseline(benchmark):
         loss.backward()
         opt.step()
 
-    benchmark.pedantic(step, rounds=20, warmup_rounds=3)
+    benchmark.pedantic(step, rounds=40, warmup_rounds=5)
     assert all(p.grad is not None for p in model.parameters())
 
 
@@ -52,6 +52,48 @@ def test_step_runner(benchmark):
     loop = StepLoop(method, method.prepare(model, ctx), ctx, total_steps=10_000)
     loop.begin_stage(method.schedule(ctx)[0])
     loop.begin_epoch()
-    benchmark.pedantic(loop.step, args=(x, y), rounds=20, warmup_rounds=3)
+    benchmark.pedantic(loop.step, args=(x, y), rounds=40, warmup_rounds=5)
     assert ctx.budget.steps == loop.steps >= 1 and loop.seen == loop.steps * BATCH
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.benchmark(group="train-step-interleaved")
+def test_step_runner_vs_bare_interleaved(benchmark):
+    """Both steps alternately on twin models, so that a machine whose speed drifts (shared VMs) slows both alike;
+    the ratio of the medians goes into extra_info and the summary."""
+    import copy
+    import statistics
+    import time
+
+    spec, model, x, y = setup()
+    twin = copy.deepcopy(model)
+    cfg = spec.train
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    model.train()
+
+    def bare():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    ctx = Context(spec, CLASSES, stage_map(twin), BudgetMeter(1, BATCH), torch.device("cpu"))
+    method = build_method(spec)
+    loop = StepLoop(method, method.prepare(twin, ctx), ctx, total_steps=10_000)
+    loop.begin_stage(method.schedule(ctx)[0])
+    loop.begin_epoch()
+    times = {"bare": [], "runner": []}
+    calls = [0]
+
+    def pair():
+        order = (("bare", bare), ("runner", lambda: loop.step(x, y)))
+        calls[0] += 1
+        for name, fn in order if calls[0] % 2 else order[::-1]:
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+
+    benchmark.pedantic(pair, rounds=40, warmup_rounds=5)
+    ratio = statistics.median(times["runner"]) / statistics.median(times["bare"])
+    benchmark.extra_info["ratio_runner_over_bare"] = ratio
+    assert ratio > 0 and len(times["bare"]) == len(times["runner"]) >= 1
