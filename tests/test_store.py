@@ -26,3 +26,20 @@ def test_damaged_record_is_reported_and_skipped(tmp_path):
     errors = []
     assert len(list(store.records(errors))) == 1
     assert len(errors) == 2 and any("broken.json" in e for e in errors) and any("lacks keys" in e for e in errors)
+
+
+def test_git_commit_is_recorded_only_for_the_package_checkout():
+    import subprocess
+    from pathlib import Path
+
+    import finebench
+    from finebench.benchmark.env import git_commit
+
+    info = git_commit()
+    src = Path(finebench.__file__).resolve().parents[1]
+    top = subprocess.run(["git", "-C", str(src), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if top.returncode == 0 and Path(top.stdout.strip()).resolve() == src:
+        head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
+        assert info["commit"] == head.stdout.strip() and isinstance(info["dirty"], bool)
+    else:
+        assert info == {"commit": None, "dirty": None}

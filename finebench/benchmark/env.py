@@ -14,9 +14,14 @@ _PACKAGES = ("finebench", "torch", "torchvision", "timm", "numpy", "pandas", "sc
 
 
 def git_commit() -> dict[str, Any]:
-    """Commit (and dirty flag) of the finebench source tree, when it is a git checkout."""
+    """Commit (and dirty flag) of the finebench source tree, when the imported package is a git checkout's own
+    (an editable install); None for an installed copy, which could sit inside an unrelated repository."""
     src = Path(__file__).resolve().parents[2]
     try:
+        top = subprocess.run(["git", "-C", str(src), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             timeout=10)  # fmt: skip
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != src:
+            return {"commit": None, "dirty": None}
         head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return {"commit": None, "dirty": None}
