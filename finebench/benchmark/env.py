@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
@@ -13,9 +14,11 @@ import torch
 _PACKAGES = ("finebench", "torch", "torchvision", "timm", "numpy", "pandas", "scipy", "pillow")
 
 
+@functools.cache
 def git_commit() -> dict[str, Any]:
     """Commit (and dirty flag) of the finebench source tree, when the imported package is a git checkout's own
-    (an editable install); None for an installed copy, which could sit inside an unrelated repository."""
+    (an editable install); None for an installed copy, which could sit inside an unrelated repository. Cached:
+    the first call (at suite start) describes the code this process loaded, even if the checkout moves on."""
     src = Path(__file__).resolve().parents[2]
     try:
         top = subprocess.run(["git", "-C", str(src), "rev-parse", "--show-toplevel"], capture_output=True, text=True,

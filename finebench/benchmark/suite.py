@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from finebench.backbones import backbone_info, create_backbone, default_resolution
+from finebench.benchmark.env import git_commit
 from finebench.benchmark.progress import Reporter, fmt_seconds
 from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec, build_config
 from finebench.datasets import build_dataset, check_name
@@ -96,6 +97,7 @@ def run_suite(
     from finebench.benchmark.runner import Run
 
     reporter = reporter or Reporter()
+    git_commit()  # pin the commit of the code this process runs, before the checkout can change under it
     runs = expand(suite)
     dev = pick_device(device)
     preflight(runs, data_root, dev)
