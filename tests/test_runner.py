@@ -60,3 +60,44 @@ def test_a_lone_last_sample_does_not_crash_batchnorm(tmp_path):
     # 4 classes x 12 images -> 32 train images (8 per class); batch 31 leaves one sample over
     rec = run(spec(batch_size=31), tmp_path)
     assert rec.cost["samples"] == 2 * rec.dataset["sizes"]["train"] and rec.cost["steps"] == 2
+
+
+def test_shared_optimizer_continues_across_stages():
+    import torch
+
+    from finebench.backbones import create_backbone
+    from finebench.backbones.stages import stage_map
+    from finebench.benchmark.budget import BudgetMeter
+    from finebench.benchmark.runner import StepLoop, build_method
+    from finebench.methods import Context
+
+    s = spec(methods="cut-full", optimizer="adam")
+    model = create_backbone("test_resnet", 4, "random").model
+    ctx = Context(s, 4, stage_map(model), BudgetMeter(2, 8), torch.device("cpu"))
+    loop = StepLoop(build_method(s), model, ctx, total_steps=4)
+    head, body = frozenset(ctx.stages.head), frozenset(ctx.stages.last(1))
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
+    loop.begin_stage(Stage("a", 1, head, fresh_optimizer=False))
+    loop.begin_epoch()
+    loop.step(x, y)
+    first = loop.optimizer
+    fc_state = dict(first.state[model.fc.weight])
+    loop.begin_stage(Stage("b", 1, body, fresh_optimizer=False))
+    loop.step(x, y)
+    assert loop.optimizer is first and len(first.param_groups) == 2  # body added, head state kept
+    assert torch.equal(first.state[model.fc.weight]["exp_avg"], fc_state["exp_avg"])  # frozen head: untouched
+    loop.begin_stage(Stage("c", 1, head, fresh_optimizer=True))
+    assert loop.optimizer is not first
+
+
+def test_balanced_sampler_makes_classes_equally_likely():
+    import numpy as np
+    import torch
+
+    from finebench.benchmark.data import Batches
+
+    labels = np.array([0] * 90 + [1] * 10)
+    images = np.zeros((100, 1, 1, 3), dtype=np.uint8)
+    b = Batches(images, labels, np.arange(100), 50, (0,) * 3, (1,) * 3, torch.device("cpu"), seed=0, balanced=True)
+    seen = torch.cat([y for ep in range(20) for _, y in (b.set_epoch(ep) or b)])
+    assert len(seen) == 2000 and 0.45 < (seen == 1).float().mean() < 0.55

@@ -13,7 +13,8 @@ class Batches:
     """Iterates (x, y) batches over `indices` of a cached (N, H, W, 3) uint8 array.
 
     The order and the flip decisions of epoch e depend only on (seed, e), so a run is a pure function of its
-    spec and any epoch can be replayed. Pixels travel as uint8 and are normalised on `device`.
+    spec and any epoch can be replayed. Pixels travel as uint8 and are normalised on `device`. `balanced` draws each
+    epoch's |indices| items with replacement, each class equally likely (the filter-attention paper's sampler).
     """
 
     def __init__(
@@ -28,11 +29,14 @@ class Batches:
         shuffle: bool = False,
         flip: bool = False,
         seed: int = 0,
+        balanced: bool = False,
     ) -> None:
         self.images, self.indices = images, np.asarray(indices, dtype=np.int64)
         self.labels = torch.as_tensor(np.asarray(labels)[self.indices], dtype=torch.long)
         self.batch_size, self.device = batch_size, device
-        self.shuffle, self.flip, self.seed = shuffle, flip, seed
+        self.shuffle, self.flip, self.seed, self.balanced = shuffle, flip, seed, balanced
+        counts = torch.bincount(self.labels)
+        self.class_weights = (1.0 / counts.clamp(min=1).double())[self.labels]  # per item: 1 / its class count
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
         self.epoch = 0
@@ -59,7 +63,12 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.indices)
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        if self.balanced:  # every class equally likely: draw n items with replacement, p ~ 1 / class count
+            order = torch.multinomial(self.class_weights, n, replacement=True, generator=gen)
+        elif self.shuffle:
+            order = torch.randperm(n, generator=gen)
+        else:
+            order = torch.arange(n)
         flips = torch.rand(n, generator=gen) < 0.5 if self.flip else None
         for start, end in self.bounds():
             pos = order[start:end]

@@ -86,10 +86,14 @@ class StepLoop:
         """Set trainable parameters and an optimiser for `stage` (no-op when it is already the current one)."""
         if stage is not self.stage:
             params = set_trainable(self.model, stage)
-            current = [id(p) for g in self.optimizer.param_groups for p in g["params"]] if self.optimizer else None
-            if current != [id(p) for p in params] or stage.fresh_optimizer:
+            if self.optimizer is None or stage.fresh_optimizer:
                 name = stage.optimizer or self.cfg.optimizer
                 self.optimizer = make_optimizer(name, params, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
+            else:  # continue: frozen parameters get no gradient, so the optimiser skips them
+                known = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+                new = [p for p in params if id(p) not in known]
+                if new:
+                    self.optimizer.add_param_group({"params": new})
             self.stage = stage
         apply_modes(self.model, stage)
 
@@ -98,7 +102,8 @@ class StepLoop:
         self.watch = Stopwatch()
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        lr = self.cfg.lr * self.stage.lr_scale * lr_factor(self.cfg.scheduler, self.steps, self.total_steps)
+        base = self.stage.lr if self.stage.lr is not None else self.cfg.lr
+        lr = base * self.stage.lr_scale * lr_factor(self.cfg.scheduler, self.steps, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         terms = train_step(self.method, self.model, (x, y), self.optimizer, self.ctx)
@@ -134,6 +139,7 @@ class Run:
             return Batches(
                 images, data.labels, idx, bs, backbone.mean, backbone.std, self.device,
                 shuffle=train, flip=train and cfg.augment == "flip", seed=spec.seed,
+                balanced=train and cfg.sampler == "balanced",
             )  # fmt: skip
 
         loaders = {
@@ -225,13 +231,23 @@ class Run:
         last = {"epoch": history[-1]["epoch"], "val": history[-1]["val"]}
         last["test"] = evaluate(method, model, self.test_loader, ctx.num_classes)
         model.load_state_dict(best_state)
+        params = self.param_counts()
         if type(method).finalize is not Method.finalize:
             model = method.finalize(model, ctx)
             best["val_finalized"] = evaluate(method, model, self.loaders["val"], ctx.num_classes)
         best["test"] = evaluate(method, model, self.test_loader, ctx.num_classes)
         self.model = model
+        params["deployed"] = sum(p.numel() for p in model.parameters())  # after finalize (folding, pruning)
         ctx.budget.eval_seconds += time.perf_counter() - t_eval
+        test_loader = self.test_loader
+
+        def post_selection_eval(m: torch.nn.Module, split: str) -> dict[str, float]:
+            loader = {"val": self.loaders["val"], "test": test_loader}[split]
+            return evaluate(method, m, loader, ctx.num_classes)
+
+        ctx.evaluate = post_selection_eval
         extras = method.extras(model, ctx)
+        ctx.evaluate = None
         cost = ctx.budget.summary()
         cost.update(setup_seconds=self.setup_seconds, total_seconds=ctx.budget.elapsed())
         return RunRecord(
@@ -244,14 +260,14 @@ class Run:
             best=best,
             last=last,
             cost=cost,
-            params=self.param_counts(),
+            params=params,
             extras=extras,
             started=started,
             finished=now(),
         )
 
     def param_counts(self) -> dict[str, int]:
-        """Trainable = parameters any stage trains; total = all parameters of the trained model."""
+        """Trainable = parameters any stage trains; total = all parameters of the trained model (before finalize)."""
         names = dict(self.model.named_parameters())
         trained: set[str] = set()
         for stage in self.stages:

@@ -27,6 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "scheduler": ("cosine", "constant"),
     "resize": ("center-crop", "squash"),
     "augment": ("flip", "none"),
+    "sampler": ("uniform", "balanced"),
     "select_metric": ("top1", "top3", "mean_class"),
 }
 
@@ -47,6 +48,7 @@ class TrainConfig:
     resolution: int | None = None  # None: the backbone's pretrained input size
     resize: str = "center-crop"  # center-crop: shorter side to resolution, then crop; squash: no crop
     augment: str = "flip"
+    sampler: str = "uniform"  # uniform: each train item once per epoch; balanced: classes equally likely
     split_seed: int = 0
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / val / test fractions, stratified by class
     train_per_class: int | None = None  # cap on train images per class (quick runs and tests); None: all

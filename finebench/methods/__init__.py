@@ -1,6 +1,8 @@
 """Method plugins. Importing this package registers every built-in method."""
 
-from finebench.methods import level_of_cut  # noqa: F401 - registers cut-fc, cut-last, cut-last2, cut-full
+# Registration order is the order of `bench list methods` and of `--methods all`: the baselines first.
+from finebench.methods import level_of_cut  # noqa: F401, I001 - registers cut-fc, cut-last, cut-last2, cut-full
+from finebench.methods import filter_attention  # noqa: F401 - registers filter-attention
 from finebench.methods.base import Context, Method, Stage
 from finebench.methods.registry import METHODS, register_method
 

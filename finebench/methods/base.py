@@ -22,14 +22,17 @@ class Stage:
     trainable: parameter names (from `named_parameters()`) that receive gradients; all others are frozen.
     bn: "auto" puts BatchNorm layers whose parameters are frozen in eval mode (running statistics stay fixed) and
         the others in train mode; "eval" keeps every BatchNorm in eval mode; "train" keeps every one training.
-    lr_scale: multiplies the suite's learning rate for this stage.
-    fresh_optimizer: a new optimiser at the stage start (else the previous one continues when the set is equal).
+    lr: the stage's base learning rate (None: the suite's); lr_scale multiplies it. The suite's schedule (cosine
+        over the whole budget) applies on top.
+    fresh_optimizer: a new optimiser at the stage start; False continues the previous one (its state kept), adding
+        any newly trained parameters to it, so one optimiser can serve a whole schedule.
     """
 
     name: str
     epochs: int
     trainable: frozenset[str] | None  # None: every parameter of the prepared model
     bn: str = "auto"
+    lr: float | None = None
     lr_scale: float = 1.0
     fresh_optimizer: bool = True
     optimizer: str | None = None  # None: the suite's optimiser
@@ -44,8 +47,11 @@ class Context:
     stages: StageMap  # the backbone's stage/head parameter names
     budget: BudgetMeter
     device: torch.device
-    loaders: dict[str, Any] = field(default_factory=dict)
+    loaders: dict[str, Any] = field(default_factory=dict)  # train and val only: methods never see test data
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for the method
+    # Set by the runner after selection, for `extras` analyses only (e.g. accuracy of a pruned copy):
+    # evaluate(model, split) -> metrics, split "val" or "test". Never available while training or selecting.
+    evaluate: Any = None
 
 
 @dataclass(frozen=True)
