@@ -6,6 +6,7 @@ Same model, batch, optimiser and hyperparameters; `pytest tests/perf --benchmark
 import pytest
 import torch
 import torch.nn.functional as F
+from perf_helpers import interleaved_ratio
 
 from finebench.backbones import create_backbone
 from finebench.backbones.stages import stage_map
@@ -59,11 +60,8 @@ def test_step_runner(benchmark):
 
 @pytest.mark.benchmark(group="train-step-interleaved")
 def test_step_runner_vs_bare_interleaved(benchmark):
-    """Both steps alternately on twin models, so that a machine whose speed drifts (shared VMs) slows both alike;
-    the ratio of the medians goes into extra_info and the summary."""
+    """Both steps alternately on twin models; the ratio of the medians goes into extra_info and the summary."""
     import copy
-    import statistics
-    import time
 
     spec, model, x, y = setup()
     twin = copy.deepcopy(model)
@@ -82,18 +80,5 @@ def test_step_runner_vs_bare_interleaved(benchmark):
     loop = StepLoop(method, method.prepare(twin, ctx), ctx, total_steps=10_000)
     loop.begin_stage(method.schedule(ctx)[0])
     loop.begin_epoch()
-    times = {"bare": [], "runner": []}
-    calls = [0]
-
-    def pair():
-        order = (("bare", bare), ("runner", lambda: loop.step(x, y)))
-        calls[0] += 1
-        for name, fn in order if calls[0] % 2 else order[::-1]:
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-
-    benchmark.pedantic(pair, rounds=40, warmup_rounds=5)
-    ratio = statistics.median(times["runner"]) / statistics.median(times["bare"])
-    benchmark.extra_info["ratio_runner_over_bare"] = ratio
-    assert ratio > 0 and len(times["bare"]) == len(times["runner"]) >= 1
+    ratio = interleaved_ratio(benchmark, bare, lambda: loop.step(x, y), "ratio_runner_over_bare")
+    assert ratio > 0 and ctx.budget.steps >= 1
