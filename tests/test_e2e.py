@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 RUN = ["run", "--methods", "all", "--dataset", "synthetic:4x12", "--backbone", "test_resnet", "--weights", "random",
-       "--epochs", "2", "--resolution", "48", "--seeds", "0,1", "batch_size=8"]  # fmt: skip
+       "--epochs", "2", "--resolution", "48", "--seeds", "0,1", "batch_size=8",
+       "method_config.semantic-pruning.sweep=0.5", "method_config.filter-attention.prune_ratios=0.5"]  # fmt: skip
 
 
 def bench(*args, cwd):
@@ -13,36 +14,44 @@ def bench(*args, cwd):
 
 
 def test_run_records_skip_and_report(tmp_path):
+    from finebench.methods import METHODS
+
+    methods = METHODS.names()
     first = bench(*RUN, "--out", "res", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "done: 8 run(s) recorded, 0 skipped" in first.stdout
+    assert f"done: {2 * len(methods)} run(s) recorded, 0 skipped" in first.stdout
     assert "epoch   2/2" in first.stdout  # plain per-epoch lines when not on a terminal
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "res" / "runs").glob("*.json"))]
-    assert len(records) == 8
-    assert {r["spec"]["method"] for r in records} == {"cut-fc", "cut-last", "cut-last2", "cut-full"}
+    assert len(records) == 2 * len(methods)
+    assert sorted(r["spec"]["method"] for r in records) == sorted(methods * 2)
     assert {r["spec"]["seed"] for r in records} == {0, 1}
     assert len({r["dataset"]["split_hash"] for r in records}) == 1  # one split for every method and seed
     for r in records:
         n_train = r["dataset"]["sizes"]["train"]
-        assert r["cost"]["samples"] == r["cost"]["samples_budget"] == 2 * n_train  # identical budget
-        assert len(r["epochs"]) == 2 and 1 <= r["best"]["epoch"] <= 2
-        assert r["best"]["val"]["top1"] == max(e["val"]["top1"] for e in r["epochs"])
-        assert set(r["best"]["test"]) >= {"top1", "top3", "mean_class"} and r["last"]["epoch"] == 2
+        assert r["cost"]["samples_budget"] == 2 * n_train
+        if METHODS.get(r["spec"]["method"]).trains:
+            assert r["cost"]["samples"] == 2 * n_train  # identical budget
+            assert len(r["epochs"]) == 2 and 1 <= r["best"]["epoch"] <= 2 and r["last"]["epoch"] == 2
+            assert r["best"]["val"]["top1"] == max(e["val"]["top1"] for e in r["epochs"])
+        else:  # trains nothing itself: the model it uses is charged in full
+            assert any(k.startswith("source:") for k in r["cost"]["charges"]) and r["best"]["epoch"] == 0
+        assert set(r["best"]["test"]) >= {"top1", "top3", "mean_class"}
         assert r["env"]["versions"]["torch"] and r["dataset"]["manifest_hash"]
         assert (tmp_path / "res" / r["dataset"]["split_file"]).exists()
-        assert r["cost"]["flops_per_image"] > 0 and r["params"]["total"] >= r["params"]["trainable"] > 0
+        assert r["cost"]["flops_per_image"] > 0 and r["params"]["total"] >= r["params"]["trainable"] >= 0
 
     again = bench(*RUN, "--out", "res", cwd=tmp_path)
-    assert again.returncode == 0 and "done: 0 run(s) recorded, 8 skipped" in again.stdout
-    assert len(list((tmp_path / "res" / "runs").glob("*.json"))) == 8
+    assert again.returncode == 0 and f"done: 0 run(s) recorded, {2 * len(methods)} skipped" in again.stdout
+    assert len(list((tmp_path / "res" / "runs").glob("*.json"))) == 2 * len(methods)
 
     rep = bench("report", "--results", "res", "--out", "rep", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     md = (tmp_path / "rep" / "results.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| cut-")]
-    assert [r.split("|")[1].strip() for r in rows] == ["cut-fc", "cut-last", "cut-last2", "cut-full"]
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [r.split("|")[1].strip().split(" (")[0] for r in rows] == methods  # registry order
+    assert "| filter-attention (prune_ratios=[0.5]) |" in md  # a non-default setting is named in its row
     assert all(r.split("|")[2].strip() == "2" for r in rows)
-    assert (tmp_path / "rep" / "results.tex").read_text().count(r"\pm") >= 4
+    assert (tmp_path / "rep" / "results.tex").read_text().count(r"\pm") >= len(methods)
 
 
 def test_bad_input_is_a_clear_error_before_any_work(tmp_path):
@@ -53,6 +62,8 @@ def test_bad_input_is_a_clear_error_before_any_work(tmp_path):
     assert missing.returncode == 2
     assert "dataset 'flowers17' not found" in missing.stderr and "bench fetch flowers17" in missing.stderr
     assert str(tmp_path / "nowhere") in missing.stderr
+    unknown = bench("run", "--bogus", "epochs=2", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr
     override = bench("run", "epochs=-1", cwd=tmp_path)
     assert override.returncode == 2 and "epochs: must be >= 1" in override.stderr
 

@@ -7,6 +7,8 @@ evaluated once at the best-val state and once at the last state, never used for 
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
 import time
 from datetime import datetime, timezone
@@ -18,6 +20,7 @@ import torch
 
 from finebench.backbones import create_backbone
 from finebench.backbones.stages import stage_map
+from finebench.backbones.weights import load_state_dict
 from finebench.benchmark.budget import BudgetMeter, forward_flops, reset_peak_memory
 from finebench.benchmark.data import Batches
 from finebench.benchmark.env import environment
@@ -144,16 +147,19 @@ class Run:
 
         loaders = {
             "train": batches(train_idx, cfg.batch_size, True),
+            "calibration": batches(train_idx, cfg.eval_batch_size, False),
             "val": batches(split.val, cfg.eval_batch_size, False),
         }
         self.test_loader = batches(split.test, cfg.eval_batch_size, False)  # never shown to the method
         self.method = build_method(spec)
         budget = BudgetMeter(cfg.epochs, len(train_idx), cfg.time_budget)
         self.ctx = Context(spec, data.info.num_classes, stage_map(backbone.model), budget, self.device, loaders)
+        self.ctx.source_model = self.source_model
         self.model = self.charged_prepare(backbone.model).to(self.device)
         budget.flops_per_image = forward_flops(self.model, cfg.resolution, self.device)
-        self.stages = self.method.schedule(self.ctx)
-        check_schedule(self.stages, spec)
+        self.stages = self.method.schedule(self.ctx) if self.method.trains else []
+        if self.method.trains:
+            check_schedule(self.stages, spec)
         self.data, self.split, self.backbone, self.loaders = data, split, backbone, loaders
         self.setup_seconds = time.perf_counter() - t0
 
@@ -168,6 +174,51 @@ class Run:
         budget.charge("prepare", seconds=max(0.0, time.perf_counter() - t0 - charged))
         return model
 
+    def source_model(self, method_name: str, backbone: str | None = None) -> tuple[torch.nn.Module, str]:
+        """The best-val model of `method_name` (default config) on this run's dataset, seed and budget, on
+        `backbone` (default: this run's): loaded from the store when that run is recorded with its model, else
+        trained now and recorded. Either way its full cost is charged to this run as `source:<method>`."""
+        from finebench.results.store import ResultStore
+
+        cls = METHODS.get(method_name)
+        if not cls.keep_model:
+            raise ValueError(f"method {method_name!r} does not keep its model, so it cannot serve as a source")
+        spec = RunSpec(
+            method_name,
+            dataclasses.asdict(cls.Config()),
+            self.spec.dataset,
+            backbone or self.spec.backbone,
+            self.spec.seed,
+            self.spec.train,
+        )
+        store = ResultStore(self.out_dir)
+        record = store.get(spec.run_id)
+        if record is None or not (self.out_dir / record.artifacts.get("model", "-")).exists():
+            self.reporter.print(f"  source model: training {spec.label} (run {spec.run_id})")
+            record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
+            if not store.has(spec.run_id):
+                store.append(record)
+        model = create_backbone(spec.backbone, self.ctx.num_classes, "random").model
+        model.load_state_dict(load_state_dict(self.out_dir / record.artifacts["model"]))
+        cost = record.cost
+        self.ctx.budget.charge(
+            f"source:{method_name}",
+            seconds=cost["total_seconds"] + cost.get("charged_seconds", 0.0),
+            samples=cost["samples"],
+            flops=cost.get("train_flops_estimate") or 0.0,
+        )
+        return model.to(self.device), spec.run_id
+
+    def save_model(self, state: dict[str, torch.Tensor]) -> str:
+        """Write the best-val state beside the record (atomically); returns its path relative to the store."""
+        rel = f"models/{self.spec.run_id}.pt"
+        dest = self.out_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        tmp.replace(dest)
+        return rel
+
     def execute(self) -> RunRecord:
         started = now()
         reset_peak_memory()
@@ -181,7 +232,7 @@ class Run:
         best: dict[str, Any] | None = None
         best_state = None
         loop = StepLoop(method, model, ctx, total_steps)
-        for epoch in range(cfg.epochs):
+        for epoch in range(cfg.epochs if method.trains else 0):
             loop.begin_stage(stage_of_epoch(self.stages, epoch))
             train.set_epoch(epoch)
             loop.begin_epoch()
@@ -221,6 +272,11 @@ class Run:
             if budget.capped:
                 self.reporter.print(f"  time budget of {cfg.time_budget:.0f}s spent: stopped after epoch {epoch + 1}")
                 break
+        if not method.trains:  # nothing to train: the prepared model is evaluated as it is
+            t_eval = time.perf_counter()
+            val = evaluate(method, model, self.loaders["val"], ctx.num_classes)
+            budget.eval_seconds += time.perf_counter() - t_eval
+            best, best_state = {"epoch": 0, "val": val, "seconds_to_best": budget.elapsed()}, cpu_state(model)
         return self.finish(started, history, best, best_state)
 
     def finish(self, started: str, history, best, best_state) -> RunRecord:
@@ -228,10 +284,11 @@ class Run:
         applies to the selected model only; its val accuracy after finalize is recorded as `val_finalized`)."""
         ctx, model, method = self.ctx, self.model, self.method
         t_eval = time.perf_counter()
-        last = {"epoch": history[-1]["epoch"], "val": history[-1]["val"]}
+        last = {"epoch": history[-1]["epoch"], "val": history[-1]["val"]} if history else dict(best)
         last["test"] = evaluate(method, model, self.test_loader, ctx.num_classes)
         model.load_state_dict(best_state)
         params = self.param_counts()
+        artifacts = {"model": self.save_model(best_state)} if method.keep_model else {}
         if type(method).finalize is not Method.finalize:
             model = method.finalize(model, ctx)
             best["val_finalized"] = evaluate(method, model, self.loaders["val"], ctx.num_classes)
@@ -241,9 +298,9 @@ class Run:
         ctx.budget.eval_seconds += time.perf_counter() - t_eval
         test_loader = self.test_loader
 
-        def post_selection_eval(m: torch.nn.Module, split: str) -> dict[str, float]:
+        def post_selection_eval(m: torch.nn.Module, split: str, predictions: bool = False) -> dict[str, Any]:
             loader = {"val": self.loaders["val"], "test": test_loader}[split]
-            return evaluate(method, m, loader, ctx.num_classes)
+            return evaluate(method, m, loader, ctx.num_classes, keep_predictions=predictions)
 
         ctx.evaluate = post_selection_eval
         extras = method.extras(model, ctx)
@@ -262,6 +319,7 @@ class Run:
             cost=cost,
             params=params,
             extras=extras,
+            artifacts=artifacts,
             started=started,
             finished=now(),
         )
@@ -284,7 +342,11 @@ class Run:
             "root": info.root,
             "split_hash": self.split.hash,
             "split_file": str(self.split.path.relative_to(self.out_dir)) if self.split.path else None,
-            "sizes": {k: v.num_samples for k, v in (*self.loaders.items(), ("test", self.test_loader))},
+            "sizes": {
+                "train": self.loaders["train"].num_samples,
+                "val": self.loaders["val"].num_samples,
+                "test": self.test_loader.num_samples,
+            },
         }
 
     def backbone_info(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,8 +27,11 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(method: Method, model: nn.Module, batches: Iterable, num_classes: int) -> dict[str, float]:
-    """top-1, top-3, mean per-class accuracy (%) and mean cross-entropy over all batches."""
+def evaluate(
+    method: Method, model: nn.Module, batches: Iterable, num_classes: int, keep_predictions: bool = False
+) -> dict[str, Any]:
+    """top-1, top-3, mean per-class accuracy (%) and mean cross-entropy over all batches; with keep_predictions,
+    also the top-1 predictions and targets in batch order (`pred`, `target`)."""
     was_training = model.training
     model.eval()
     k = min(3, num_classes)
@@ -35,11 +39,15 @@ def evaluate(method: Method, model: nn.Module, batches: Iterable, num_classes: i
     loss = 0.0
     per_class_hit = torch.zeros(num_classes)
     per_class_n = torch.zeros(num_classes)
+    preds, targets = [], []
     for x, y in batches:
         logits = method.logits(method.forward(model, x)).float()
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         topk = logits.topk(k, dim=1).indices
         hit1 = (topk[:, 0] == y).cpu()
+        if keep_predictions:
+            preds += topk[:, 0].tolist()
+            targets += y.tolist()
         correct1 += int(hit1.sum())
         correct3 += int((topk == y[:, None]).any(1).sum())
         yc = y.cpu()
@@ -48,7 +56,8 @@ def evaluate(method: Method, model: nn.Module, batches: Iterable, num_classes: i
         n += len(y)
     model.train(was_training)
     seen = per_class_n > 0
-    return {
+    extra = {"pred": preds, "target": targets} if keep_predictions else {}
+    return extra | {
         "top1": 100.0 * correct1 / max(n, 1),
         "top3": 100.0 * correct3 / max(n, 1),
         "mean_class": float(100.0 * (per_class_hit[seen] / per_class_n[seen]).mean()) if seen.any() else 0.0,

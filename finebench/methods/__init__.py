@@ -3,6 +3,7 @@
 # Registration order is the order of `bench list methods` and of `--methods all`: the baselines first.
 from finebench.methods import level_of_cut  # noqa: F401, I001 - registers cut-fc, cut-last, cut-last2, cut-full
 from finebench.methods import filter_attention  # noqa: F401 - registers filter-attention
+from finebench.methods import semantic_pruning  # noqa: F401 - registers semantic-pruning
 from finebench.methods.base import Context, Method, Stage
 from finebench.methods.registry import METHODS, register_method
 

@@ -47,11 +47,15 @@ class Context:
     stages: StageMap  # the backbone's stage/head parameter names
     budget: BudgetMeter
     device: torch.device
-    loaders: dict[str, Any] = field(default_factory=dict)  # train and val only: methods never see test data
+    # train (shuffled, augmented), calibration (the train split in order, unaugmented) and val; never test
+    loaders: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for the method
     # Set by the runner after selection, for `extras` analyses only (e.g. accuracy of a pruned copy):
     # evaluate(model, split) -> metrics, split "val" or "test". Never available while training or selecting.
     evaluate: Any = None
+    # source_model(method, backbone=None) -> (model, run id): the best-val model of another method on the same
+    # data, seed and budget, loaded when recorded or trained now; its whole cost is charged to this run.
+    source_model: Any = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,12 @@ class NoConfig:
 class Method:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
+    # False: the method trains nothing itself (it analyses or transforms a model it gets in `prepare`, e.g. from
+    # ctx.source_model); the runner then skips the training loop and evaluates the prepared model once.
+    trains: ClassVar[bool] = True
+    # True: the runner keeps the best-val model as <out>/models/<run id>.pt, so other methods can reuse it
+    # (as a source to prune, or as a teacher) through ctx.source_model.
+    keep_model: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -71,3 +71,4 @@ class CutFull(LevelOfCut):
 
     name = "cut-full"
     level = "full"
+    keep_model = True  # the source that semantic pruning prunes and the teachers of distillation methods

@@ -19,12 +19,18 @@ def conv_bn_pairs(model: nn.Module, example: Tensor) -> dict[str, str | None]:
     """Conv name -> the name of the BatchNorm whose input is exactly that conv's output (None if none), found by
     running `example` once and matching tensors, so it holds for any architecture."""
     produced: dict[int, str] = {}
+    alive: list[Tensor] = []  # keeps every conv output alive during the trace, so no id() is reused
     pairs: dict[str, str | None] = {}
     hooks = []
+
+    def conv_hook(m, i, o, name):
+        alive.append(o)
+        produced[id(o)] = name
+
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             pairs[name] = None
-            hooks.append(module.register_forward_hook(lambda m, i, o, n=name: produced.__setitem__(id(o), n)))
+            hooks.append(module.register_forward_hook(lambda m, i, o, n=name: conv_hook(m, i, o, n)))
         elif isinstance(module, _BatchNorm):
             hooks.append(
                 module.register_forward_pre_hook(

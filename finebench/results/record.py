@@ -21,6 +21,7 @@ class RunRecord:
     cost: dict[str, Any]  # budget meter summary
     params: dict[str, int]  # trainable / total
     extras: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # files beside the record, relative to the store root
     status: str = "ok"
     started: str = ""
     finished: str = ""

@@ -26,6 +26,13 @@ class ResultStore:
     def has(self, run_id: str) -> bool:
         return self.path(run_id).exists()
 
+    def get(self, run_id: str) -> RunRecord | None:
+        """The record of `run_id`, or None when it is not recorded (or not readable)."""
+        try:
+            return RunRecord.from_dict(json.loads(self.path(run_id).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
     def append(self, record: RunRecord) -> Path:
         self.runs.mkdir(parents=True, exist_ok=True)
         dest = self.path(record.run_id)

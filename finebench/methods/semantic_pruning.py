@@ -1,0 +1,288 @@
+"""Semantic pruning by activation magnitude ("Semantic Pruning for Single Class Interpretability", ICLR 2020 sub.).
+
+For a trained classifier and a class c, the accumulated response of filter k in layer l is
+gamma_c[l, k] = sum over class-c calibration images of sum_{h,w} R_{l,k}, where R is the filter's response after
+its BatchNorm and activation (the default) or the raw conv output (`response="raw"`). Pruning for c removes the
+filters with the lowest gamma_c: layer-wise (LWP, a ratio of each layer) or network-wise (NWP, one global ranking,
+optionally with each layer normalised by its mean response; the paper uses none). Settings: gamma <= 0, 33 %,
+66 %, median, and a continuous sweep of the ratio theta. No retraining.
+
+The pruned network is evaluated as in the paper: as a single-class classifier for c (one-vs-rest accuracy on test:
+"is it c?" answered by argmax == c) against the unpruned network, plus the multi-class accuracy, the parameters and
+FLOPs of the pruned filters, "residual" pruning (filters not pruned whose response on class-c images became zero)
+counted apart from direct pruning, and the overlap (Jaccard) of the pruned sets of different classes.
+
+The classifier is the `cut-full` model of the same suite, seed and budget (reused when recorded, else trained
+here); its whole cost and the calibration pass are charged to this method. Pruning uses masks (conv weights + the
+consuming BatchNorm's affine and mean set to zero, see finebench.methods.pruning); physical removal of the filters
+is not implemented yet, and the record says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from finebench.benchmark.budget import forward_flops
+from finebench.methods.base import Context, Method
+from finebench.methods.pruning import conv_bn_pairs, lowest_fraction, prune_channels
+from finebench.methods.registry import register_method
+
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish)
+DISCRETE = ("zero", "33%", "66%", "median")
+_RATIO = {"33%": 1 / 3, "66%": 2 / 3, "median": 0.5}
+
+
+def _trace(model: nn.Module, example: Tensor) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
+    """(module name, id(input), id(output)) of every module call of one forward, and calls per module."""
+    calls: list[tuple[str, int, int]] = []
+    count: dict[str, int] = {}
+    alive: list[Tensor] = []  # every traced tensor stays alive until the end, so no id() is reused
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, _BatchNorm, *ACTIVATIONS)):
+
+            def hook(m, inputs, output, name=name):
+                alive.extend((inputs[0], output))
+                calls.append((name, id(inputs[0]), id(output)))
+                count[name] = count.get(name, 0) + 1
+
+            hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return calls, count
+
+
+def response_points(model: nn.Module, example: Tensor, raw: bool = False) -> dict[str, str]:
+    """Conv name -> the module whose output is that conv's filter response: the conv itself (raw), else the end of
+    the chain conv -> BatchNorm -> activation that consumes it. A module called more than once per forward (a
+    shared activation) ends the chain before it, since its output would mix several convs."""
+    calls, count = _trace(model, example)
+    modules = dict(model.named_modules())
+    points = {}
+    for i, (name, _, out_id) in enumerate(calls):
+        if not isinstance(modules[name], nn.Conv2d):
+            continue
+        end, current, seen = name, out_id, {name}
+        if not raw:
+            for later, in_id, later_out in calls[i + 1 :]:
+                if in_id == current and later not in seen and count[later] == 1:
+                    if isinstance(modules[later], (_BatchNorm, *ACTIVATIONS)):
+                        end, current = later, later_out
+                        seen.add(later)
+        points[name] = end
+    return points
+
+
+@torch.no_grad()
+def accumulated_response(
+    model: nn.Module, loader, num_classes: int, raw: bool = False, points: dict[str, str] | None = None
+) -> dict[str, Tensor]:
+    """Conv layer name -> (num_classes, filters) tensor: per class, the sum over its images and over positions of
+    each filter's response (float64), accumulated over every batch of `loader` ((x, y) batches)."""
+    batches = iter(loader)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("accumulated_response: the calibration loader yields no batch")
+    if points is None:
+        points = response_points(model, first[0][:1], raw)
+    modules = dict(model.named_modules())
+    sums: dict[str, Tensor] = {}
+    labels: list[Tensor] = []
+    hooks = []
+    for conv_name, module_name in points.items():
+        channels = modules[conv_name].out_channels
+        sums[conv_name] = torch.zeros(num_classes, channels, dtype=torch.float64)
+
+        def hook(m, inputs, output, conv_name=conv_name):
+            per_image = output.detach().sum(dim=(2, 3)).double().cpu()
+            sums[conv_name].index_add_(0, labels[0], per_image)
+
+        hooks.append(modules[module_name].register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in [first, *batches]:
+            labels[:] = [y.cpu()]
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return sums
+
+
+def select_filters(gamma: dict[str, Tensor], setting: str | float, mode: str, normalise: bool = False) -> dict:
+    """Filters to prune for one class: gamma is layer -> (filters,) accumulated response of that class.
+    setting: "zero" (gamma <= 0), "33%", "66%", "median" or a ratio theta in (0, 1); mode: "lwp" or "nwp"."""
+    if mode not in ("lwp", "nwp"):
+        raise ValueError(f"pruning mode {mode!r} is not one of lwp, nwp")
+    if normalise and mode == "nwp":
+        gamma = {k: v / v.abs().mean().clamp_min(1e-12) for k, v in gamma.items()}
+    if setting == "zero":
+        return {k: (v <= 0).nonzero().flatten().tolist() for k, v in gamma.items()}
+    ratio = _RATIO.get(setting, setting) if isinstance(setting, str) else setting
+    if not isinstance(ratio, float | int) or not 0 < ratio < 1:
+        raise ValueError(f"pruning setting {setting!r} is not one of {', '.join(DISCRETE)} or a ratio in (0, 1)")
+    return lowest_fraction({k: v.float() for k, v in gamma.items()}, float(ratio), per_layer=mode == "lwp")
+
+
+def one_vs_rest(pred: list[int], target: list[int], c: int) -> float:
+    """Accuracy (%) of the single-class classifier "is it c?" (argmax == c) on every image."""
+    hits = sum((p == c) == (t == c) for p, t in zip(pred, target, strict=True))
+    return 100.0 * hits / max(len(target), 1)
+
+
+def jaccard(a: dict[str, list[int]], b: dict[str, list[int]]) -> float:
+    sa = {(k, i) for k, v in a.items() for i in v}
+    sb = {(k, i) for k, v in b.items() for i in v}
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def filter_costs(model: nn.Module, example: Tensor) -> dict[str, dict[str, float]]:
+    """Per conv: parameters and forward FLOPs carried by ONE output filter (its weights and bias, and the
+    consuming BatchNorm's affine pair)."""
+    out: dict[str, dict[str, float]] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+
+            def hook(mod, inputs, output, name=name):
+                kh, kw = mod.kernel_size
+                macs = (mod.in_channels // mod.groups) * kh * kw * output.shape[2] * output.shape[3]
+                per_filter = mod.weight[0].numel() + (1 if mod.bias is not None else 0)
+                out[name] = {"params": float(per_filter), "flops": 2.0 * macs}
+
+            hooks.append(m.register_forward_hook(hook))
+    with torch.no_grad():
+        model.eval()(example)
+    for h in hooks:
+        h.remove()
+    return out
+
+
+@dataclass(frozen=True)
+class SemanticPruningConfig:
+    source: str = "cut-full"  # the method whose trained model is pruned (same suite, seed and budget)
+    response: str = "post"  # post: after BatchNorm and activation; raw: the conv output
+    modes: tuple[str, ...] = ("nwp", "lwp")
+    normalise: bool = False  # NWP with each layer divided by its mean response (the paper uses none)
+    sweep: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8)  # continuous theta sweep (NWP), besides the discrete ones
+    classes: int | None = None  # evaluate the first N classes only (None: all)
+
+
+@register_method
+class SemanticPruning(Method):
+    """Semantic pruning: per class, prune the filters with the lowest accumulated response; no retraining."""
+
+    name = "semantic-pruning"
+    Config = SemanticPruningConfig
+    trains = False
+
+    def __init__(self, config: SemanticPruningConfig) -> None:
+        super().__init__(config)
+        if config.response not in ("post", "raw"):
+            raise ValueError(f"semantic-pruning response {config.response!r} is not one of post, raw")
+        if not config.modes or any(m not in ("nwp", "lwp") for m in config.modes):
+            raise ValueError(f"semantic-pruning modes {config.modes!r}: each must be nwp or lwp")
+        if any(not 0 < t < 1 for t in config.sweep):
+            raise ValueError(f"semantic-pruning sweep ratios must lie in (0, 1), got {config.sweep}")
+        if config.classes is not None and config.classes < 1:
+            raise ValueError(f"semantic-pruning classes must be >= 1 or null, got {config.classes}")
+
+    def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
+        """Get the trained source model, then accumulate responses over the train split (charged)."""
+        model, self.source_run = ctx.source_model(self.config.source)
+        res = ctx.spec.train.resolution
+        self.example = torch.zeros(1, 3, res, res, device=ctx.device)
+        raw = self.config.response == "raw"
+        self.points = response_points(model, self.example, raw)
+        t0 = time.perf_counter()
+        self.gamma = accumulated_response(model, ctx.loaders["calibration"], ctx.num_classes, raw, self.points)
+        seconds = time.perf_counter() - t0
+        n = ctx.loaders["calibration"].num_samples
+        flops = n * forward_flops(model, res, ctx.device)
+        ctx.budget.charge("calibration", seconds=seconds, samples=n, flops=flops)
+        return model
+
+    def class_loader(self, ctx: Context, c: int):
+        for x, y in ctx.loaders["calibration"]:
+            keep = y == c
+            if keep.any():
+                yield x[keep], y[keep]
+
+    def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
+        if ctx.evaluate is None:
+            return {}
+        cfg = self.config
+        classes = range(min(cfg.classes or ctx.num_classes, ctx.num_classes))
+        pairs = conv_bn_pairs(model, self.example)
+        costs = filter_costs(model, self.example)
+        total_params = sum(p.numel() for p in model.parameters())
+        total_flops = sum(c["flops"] * model.get_submodule(n).out_channels for n, c in costs.items())
+        base = ctx.evaluate(model, "test", predictions=True)
+        unpruned = {c: one_vs_rest(base["pred"], base["target"], c) for c in classes}
+        results, pruned_sets = [], {}
+        plan = [(mode, s, True) for mode in cfg.modes for s in DISCRETE]
+        plan += [("nwp", t, False) for t in cfg.sweep]
+        for mode, setting, discrete in plan:
+            for c in classes:
+                chosen = select_filters({k: v[c] for k, v in self.gamma.items()}, setting, mode, cfg.normalise)
+                pruned = copy.deepcopy(model)
+                direct = prune_channels(pruned, chosen, pairs)
+                metrics = ctx.evaluate(pruned, "test", predictions=True)
+                entry = {
+                    "class": c,
+                    "mode": mode,
+                    "setting": setting,
+                    "direct": direct,
+                    "params_removed": sum(costs[k]["params"] * len(v) for k, v in chosen.items()) / total_params,
+                    "flops_removed": sum(costs[k]["flops"] * len(v) for k, v in chosen.items()) / total_flops,
+                    "single_class": one_vs_rest(metrics["pred"], metrics["target"], c),
+                    "single_class_unpruned": unpruned[c],
+                    "multi_class": metrics["top1"],
+                }
+                if discrete:
+                    entry["residual"] = self.residual(pruned, chosen, ctx, c)
+                    pruned_sets[(mode, setting, c)] = chosen
+                results.append(entry)
+        overlap = {}
+        for mode in cfg.modes:
+            for s in DISCRETE:
+                matrix = [[jaccard(pruned_sets[(mode, s, a)], pruned_sets[(mode, s, b)]) for b in classes]
+                          for a in classes]  # fmt: skip
+                off = [matrix[i][j] for i in range(len(matrix)) for j in range(len(matrix)) if i != j]
+                overlap[f"{mode}:{s}"] = {"mean": sum(off) / len(off) if off else 1.0, "matrix": matrix}
+        return {
+            "source_run": self.source_run,
+            "response": cfg.response,
+            "removal": "masks (conv weights + BatchNorm affine and mean zeroed); physical removal not implemented",
+            "unpruned": {"multi_class": base["top1"], "single_class": unpruned},
+            "pruning": results,
+            "overlap": overlap,
+            "layers": {k: int(v.shape[1]) for k, v in self.gamma.items()},
+        }
+
+    def residual(self, pruned: nn.Module, chosen: dict[str, list[int]], ctx: Context, c: int) -> int:
+        """Filters not pruned directly whose response on class-c train images was > 0 and is now 0."""
+        after = accumulated_response(pruned, self.class_loader(ctx, c), ctx.num_classes, points=self.points)
+        count = 0
+        for name, g in after.items():
+            alive_before = self.gamma[name][c] > 1e-9
+            dead_after = g[c].abs() <= 1e-9
+            direct = torch.zeros_like(alive_before)
+            direct[chosen.get(name, [])] = True
+            count += int((alive_before & dead_after & ~direct).sum())
+        return count

@@ -1,0 +1,106 @@
+"""Semantic pruning's plain functions against hand-computed values, and its use of the suite's cut-full model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from finebench.methods.semantic_pruning import (
+    accumulated_response,
+    jaccard,
+    one_vs_rest,
+    response_points,
+    select_filters,
+)
+
+
+def toy():
+    """conv (2 filters: +x and -x, no bias) -> BatchNorm (identity in eval) -> ReLU."""
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+    return nn.Sequential(conv, nn.BatchNorm2d(2), nn.ReLU()).eval()
+
+
+def test_response_point_is_after_batchnorm_and_activation():
+    model = toy()
+    assert response_points(model, torch.zeros(1, 1, 2, 2)) == {"0": "2"}
+    assert response_points(model, torch.zeros(1, 1, 2, 2), raw=True) == {"0": "0"}
+
+
+def test_accumulated_response_by_hand():
+    model = toy()
+    eps = model[1].eps
+    scale = 1 / (1 + eps) ** 0.5  # eval BatchNorm with mean 0, var 1
+    # images are constant 2x2 planes; class 0: values 1 and 3; class 1: value -2
+    x = torch.tensor([1.0, 3.0, -2.0]).view(3, 1, 1, 1).expand(3, 1, 2, 2)
+    y = torch.tensor([0, 0, 1])
+    loader = [(x[:2], y[:2]), (x[2:], y[2:])]  # accumulated over both batches
+    gamma = accumulated_response(model, loader, num_classes=3)
+    expected = torch.tensor([[4 * (1 + 3), 0.0], [0.0, 4 * 2], [0.0, 0.0]], dtype=torch.float64) * scale
+    assert torch.allclose(gamma["0"], expected)
+    raw = accumulated_response(model, loader, num_classes=3, raw=True)
+    assert torch.allclose(raw["0"], torch.tensor([[16.0, -16.0], [-8.0, 8.0], [0, 0]], dtype=torch.float64))
+
+
+def test_lwp_and_nwp_selection_by_hand():
+    gamma = {"a": torch.tensor([0.0, 5.0, 1.0, 9.0]), "b": torch.tensor([100.0, 200.0])}
+    assert select_filters(gamma, "zero", "nwp") == {"a": [0], "b": []}
+    assert select_filters(gamma, "median", "lwp") == {"a": [0, 2], "b": [0]}
+    assert select_filters(gamma, "median", "nwp") == {"a": [0, 1, 2], "b": []}  # 3 lowest of 6 overall
+    # per-layer normalisation lets the big layer compete: b / mean(b) = [0.67, 1.33], a / mean(a) = [0, 1.33, .27, 2.4]
+    assert select_filters(gamma, "median", "nwp", normalise=True) == {"a": [0, 2], "b": [0]}
+    assert select_filters(gamma, 0.2, "nwp") == {"a": [0], "b": []}
+    with pytest.raises(ValueError, match="pruning setting '50%' is not one of zero, 33%, 66%, median"):
+        select_filters(gamma, "50%", "nwp")
+    with pytest.raises(ValueError, match="pruning mode 'xwp'"):
+        select_filters(gamma, "zero", "xwp")
+
+
+def test_single_class_accuracy_and_overlap_by_hand():
+    pred, target = [0, 1, 1, 2], [0, 1, 2, 2]
+    assert one_vs_rest(pred, target, 1) == 75.0  # the third image is called 1 but is 2
+    assert one_vs_rest(pred, target, 0) == 100.0
+    assert jaccard({"a": [1, 2], "b": [0]}, {"a": [2], "b": [0, 1]}) == pytest.approx(2 / 4)
+
+
+def test_residual_pruning_is_counted_apart(tmp_path):
+    """conv1 has 2 filters; conv2's first filter reads only conv1's first: pruning that kills both."""
+    from finebench.methods.pruning import conv_bn_pairs, prune_channels
+
+    c1, c2 = nn.Conv2d(1, 2, 1, bias=False), nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        c1.weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
+        c2.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 2, 1, 1))
+    model = nn.Sequential(c1, nn.ReLU(), c2, nn.ReLU()).eval()
+    x, y = torch.ones(2, 1, 2, 2), torch.tensor([0, 0])
+    before = accumulated_response(model, [(x, y)], 1)
+    prune_channels(model, {"0": [0]}, conv_bn_pairs(model, x))
+    after = accumulated_response(model, [(x, y)], 1)
+    assert before["2"][0].tolist() == [8.0, 16.0] and after["2"][0].tolist() == [0.0, 16.0]
+
+
+def test_semantic_pruning_reuses_the_suites_cut_full_and_charges_it(tmp_path):
+    args = ["run", "--methods", "cut-full,semantic-pruning", "--dataset", "synthetic:3x12", "--backbone",
+            "test_resnet", "--weights", "random", "--epochs", "2", "--resolution", "40", "batch_size=8", "--quiet",
+            "method_config.semantic-pruning.sweep=0.5", "--out", "res"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "finebench.cli", *args], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    recs = {r["spec"]["method"]: r for r in map(json.loads, (p.read_text() for p in (tmp_path / "res/runs").glob("*")))}
+    full, sp = recs["cut-full"], recs["semantic-pruning"]
+    assert (tmp_path / "res" / full["artifacts"]["model"]).exists()
+    assert sp["extras"]["source_run"] == full["run_id"]
+    charged = sp["cost"]["charges"]["source:cut-full"]
+    assert charged["samples"] == full["cost"]["samples"] and charged["seconds"] > 0
+    assert sp["cost"]["charges"]["calibration"]["samples"] == full["dataset"]["sizes"]["train"]
+    assert sp["best"]["test"] == full["best"]["test"]  # the unpruned source model, evaluated again
+    rows = sp["extras"]["pruning"]
+    assert {(r["mode"], r["setting"]) for r in rows} >= {("nwp", "zero"), ("lwp", "66%"), ("nwp", 0.5)}
+    assert len([r for r in rows if r["mode"] == "lwp" and r["setting"] == "33%"]) == 3  # one per class
+    assert all(0 <= r["params_removed"] < 1 and "single_class_unpruned" in r for r in rows)
+    assert set(sp["extras"]["overlap"]) == {
+        f"{m}:{s}" for m in ("nwp", "lwp") for s in ("zero", "33%", "66%", "median")
+    }
