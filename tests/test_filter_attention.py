@@ -129,3 +129,64 @@ def test_stats_rank_filters_and_count_amplified():
     assert layer["filter_order"] == [1, 0, 2]
     assert stats["amplified"] == pytest.approx(2 / 6) and stats["suppressed"] == pytest.approx(3 / 6)
     assert sum(layer["histogram"]) == 6 and stats["global_lowest"][0][:2] == ["0", 1]
+
+
+def test_letters_become_stages_as_in_the_authors_code(tmp_path):
+    from finebench.backbones.stages import stage_map
+    from finebench.benchmark.budget import BudgetMeter
+    from finebench.benchmark.spec import build_suite
+    from finebench.benchmark.suite import expand
+    from finebench.methods import Context
+
+    layer = {"methods": "filter-attention", "datasets": "synthetic", "backbones": "test_resnet", "epochs": 6}
+    spec = expand(build_suite({**layer, "weights": "random"}))[0]
+    model = create_backbone("test_resnet", num_classes=8, weights="random").model
+    ctx = Context(spec, 8, stage_map(model), BudgetMeter(6, 10), torch.device("cpu"))
+    method = FilterAttention(FilterAttentionConfig())
+    method.prepare(model, ctx)
+    stages = method.schedule(ctx)
+    assert [s.name for s in stages] == ["1:F", "2:A", "3:A", "4:A", "5:B", "6:A"]
+    assert all(s.epochs == 1 and s.fresh_optimizer and s.optimizer == "adam" and s.lr == 1e-3 for s in stages)
+    assert all(s.weight_decay == 0.0 and s.constant_lr for s in stages)
+    assert [s.bn for s in stages] == ["auto", "auto", "auto", "auto", "train", "auto"]
+    shared = FilterAttention(FilterAttentionConfig(fresh_optimizer=False, optimizer="suite"))
+    shared.prepare(create_backbone("test_resnet", num_classes=8, weights="random").model, ctx)
+    assert all(not s.fresh_optimizer and s.optimizer is None and s.lr is None for s in shared.schedule(ctx))
+
+
+def test_filter_attention_through_the_runner(tmp_path):
+    from finebench.benchmark.progress import Reporter
+    from finebench.benchmark.runner import Run
+    from finebench.benchmark.spec import build_suite
+    from finebench.benchmark.suite import expand, pick_device
+
+    layer = {"methods": "filter-attention", "datasets": "synthetic:4x12", "backbones": "test_efficientnet",
+             "weights": "random", "epochs": 3, "resolution": 40, "batch_size": 8,
+             "method_config": {"filter-attention": {"penalty": "l1", "lam": 0.01, "prune_ratios": [0.5]}}}  # fmt: skip
+    spec = expand(build_suite(layer))[0]
+    rec = Run(spec, None, tmp_path, pick_device("cpu"), Reporter(quiet=True)).execute()
+    assert [e["stage"] for e in rec.epochs] == ["1:F", "2:A", "3:A"]
+    assert all("attention_penalty" in e["losses"] and "ce" in e["losses"] for e in rec.epochs)
+    plain = sum(p.numel() for p in create_backbone("test_efficientnet", 4, "random").model.parameters())
+    assert rec.params["deployed"] == plain < rec.params["total"]  # folded: no attention parameters left
+    att = rec.extras["attention"]
+    assert 0 <= att["amplified"] <= 1 and att["layers"] and att["global_lowest"]
+    (pruned,) = rec.extras["attention_pruning"]
+    assert pruned["ratio"] == 0.5 and pruned["filters"] > 0 and set(pruned) >= {"val", "test"}
+
+
+def test_schedule_with_b_on_a_model_without_norms_is_a_clear_error():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model.get_classifier = lambda: model[4]
+    method = FilterAttention(FilterAttentionConfig(schedule="FAB"))
+    method.prepare(model, None)
+
+    class Ctx:
+        class spec:
+            backbone = "toy"
+
+            class train:
+                epochs = 3
+
+    with pytest.raises(ValueError, match="has B .* no normalisation layers"):
+        method.schedule(Ctx)

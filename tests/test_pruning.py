@@ -1,5 +1,6 @@
 """The shared filter ranking and pruning machinery."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -50,3 +51,60 @@ def test_pairs_found_on_real_architectures():
         model = create_backbone(name, num_classes=3, weights="random").model
         pairs = conv_bn_pairs(model, torch.zeros(1, 3, 64, 64))
         assert pairs[conv] == bn and len(pairs) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "test_resnet", "test_efficientnet"])
+def test_physical_removal_computes_what_the_masks_compute(name):
+    """Removing channels gives a really smaller network with the masked network's outputs."""
+    import copy
+
+    from finebench.methods.pruning import channel_chains, mask_channels, remove_channels
+
+    model = create_backbone(name, num_classes=5, weights="random").model.eval()
+    chains = channel_chains(model)
+    assert any(c.consumer is not None for c in chains.values())
+    gen = torch.Generator().manual_seed(1)
+    convs = {k: m for k, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    pruned = {
+        k: torch.randperm(m.out_channels, generator=gen)[: m.out_channels // 3].tolist() for k, m in convs.items()
+    }
+    masked, small = copy.deepcopy(model), copy.deepcopy(model)
+    mask_channels(masked, pruned, chains)
+    counts = remove_channels(small, pruned, chains)
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    with torch.no_grad():
+        assert torch.allclose(masked(x), small(x), atol=1e-5)
+        assert not torch.allclose(model(x), masked(x), atol=1e-3)
+    assert counts["removed"] > 0  # (depthwise choices merge into their expansion's, so no count identity holds)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_chain_passes_through_depthwise_and_stops_at_a_residual_add():
+    from finebench.methods.pruning import channel_chains
+
+    chains = channel_chains(create_backbone("efficientnet_lite0", num_classes=5, weights="random").model)
+    # inverted residual: expansion 1x1 -> BN+act -> depthwise -> BN+act -> projection 1x1 reads it alone
+    through = [t for t in chains["blocks.1.0.conv_pw"].through if not t.endswith((".aa", ".se"))]  # identities
+    assert through == ["blocks.1.0.bn1", "blocks.1.0.conv_dw", "blocks.1.0.bn2"]
+    assert chains["blocks.1.0.conv_pw"].consumer == "blocks.1.0.conv_pwl" and chains["blocks.1.0.conv_pw"].exact
+    assert "blocks.1.0.conv_dw" not in chains  # part of the expansion's chain, not a root
+    # the projection of a block with a skip connection feeds an add: not removable
+    assert chains["blocks.1.1.conv_pwl"].consumer is None and chains["blocks.1.1.conv_pwl"].exact
+    # the head conv reaches the classifier through pooling (and functional dropout): a linear consumer
+    assert chains["conv_head"].consumer == "classifier"
+
+
+def test_gates_are_not_pruned_and_residual_filters_are_counted():
+    from finebench.methods.pruning import Pruner
+
+    se_model = create_backbone("test_efficientnet", num_classes=3, weights="random").model
+    pruner = Pruner(se_model, torch.zeros(1, 3, 64, 64))
+    se_convs = {n for n, _ in se_model.named_modules() if n.endswith("se.conv_expand")}
+    assert se_convs and not (se_convs & pruner.prunable())  # sigmoid(0) = 0.5: zeroing is not removal
+    lite = Pruner(
+        create_backbone("efficientnet_lite0", num_classes=3, weights="random").model, torch.zeros(1, 3, 64, 64)
+    )
+    # pruning expansion channels 0 and 1 leaves depthwise filters 0 and 1 with nothing but zeros to read
+    assert lite.residual({"blocks.1.0.conv_pw": [0, 1]}) == 2
+    assert lite.residual({"blocks.1.0.conv_pw": [0, 1], "blocks.1.0.conv_dw": [1]}) == 1  # filter 1 chosen directly
+    assert lite.residual({"blocks.1.0.conv_dw": [3]}) == 0

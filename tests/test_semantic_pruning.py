@@ -100,7 +100,25 @@ def test_semantic_pruning_reuses_the_suites_cut_full_and_charges_it(tmp_path):
     rows = sp["extras"]["pruning"]
     assert {(r["mode"], r["setting"]) for r in rows} >= {("nwp", "zero"), ("lwp", "66%"), ("nwp", 0.5)}
     assert len([r for r in rows if r["mode"] == "lwp" and r["setting"] == "33%"]) == 3  # one per class
-    assert all(0 <= r["params_removed"] < 1 and "single_class_unpruned" in r for r in rows)
+    assert all(0 <= r["params_removed"] < 1 and "balanced" in r["single_class_unpruned"] for r in rows)
+    unpruned_params = sp["extras"]["unpruned_cost"]["params"]
+    for r in rows:
+        if r["setting"] == "66%":  # two thirds of the filters gone: a really smaller network
+            assert r["physical"]["params"] < unpruned_params and r["params_removed"] > 0.1
+            assert r["physical"]["removed"] > 0 and r["direct"] > 0 and isinstance(r["residual"], int)
+    assert "latency_ms" in rows[0]["physical"] and sp["extras"]["unpruned_cost"]["latency_ms"] > 0
     assert set(sp["extras"]["overlap"]) == {
         f"{m}:{s}" for m in ("nwp", "lwp") for s in ("zero", "33%", "66%", "median")
     }
+
+
+def test_resnet_bottleneck_response_stops_before_the_residual_add():
+    """conv3 -> bn3 -> (+= shortcut) -> act3: the response of conv3 is bn3's output, not the sum; conv1's ends
+    after its in-place activation."""
+    from finebench.backbones import create_backbone
+
+    model = create_backbone("resnet50", num_classes=3, weights="random").model
+    points = response_points(model, torch.zeros(1, 3, 64, 64))
+    assert points["layer1.0.conv3"] == "layer1.0.bn3"
+    assert points["layer1.0.conv1"] == "layer1.0.act1"
+    assert points["layer1.0.downsample.0"] == "layer1.0.downsample.1"

@@ -91,7 +91,8 @@ class StepLoop:
             params = set_trainable(self.model, stage)
             if self.optimizer is None or stage.fresh_optimizer:
                 name = stage.optimizer or self.cfg.optimizer
-                self.optimizer = make_optimizer(name, params, self.cfg.lr, self.cfg.momentum, self.cfg.weight_decay)
+                wd = self.cfg.weight_decay if stage.weight_decay is None else stage.weight_decay
+                self.optimizer = make_optimizer(name, params, self.cfg.lr, self.cfg.momentum, wd)
             else:  # continue: frozen parameters get no gradient, so the optimiser skips them
                 known = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
                 new = [p for p in params if id(p) not in known]
@@ -106,7 +107,8 @@ class StepLoop:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         base = self.stage.lr if self.stage.lr is not None else self.cfg.lr
-        lr = base * self.stage.lr_scale * lr_factor(self.cfg.scheduler, self.steps, self.total_steps)
+        factor = 1.0 if self.stage.constant_lr else lr_factor(self.cfg.scheduler, self.steps, self.total_steps)
+        lr = base * self.stage.lr_scale * factor
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         terms = train_step(self.method, self.model, (x, y), self.optimizer, self.ctx)

@@ -34,6 +34,8 @@ class Stage:
     bn: str = "auto"
     lr: float | None = None
     lr_scale: float = 1.0
+    weight_decay: float | None = None  # None: the suite's
+    constant_lr: bool = False  # True: the stage's lr throughout, not the suite's schedule
     fresh_optimizer: bool = True
     optimizer: str | None = None  # None: the suite's optimiser
 

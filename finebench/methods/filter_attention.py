@@ -6,11 +6,12 @@ weight: conv(x, W * a). Shapes: `full` = (out, in/groups, 1, 1), one scalar per 
 The weight is reparametrised in place (torch.nn.utils.parametrize), so every conv subclass keeps its own forward
 (timm's TF-"same" padding, grouped and depthwise convs included).
 
-Schedules are letter strings, one letter per epoch: F trains the classifier, A the attention, B the BatchNorm affine
-parameters (every BatchNorm in train mode), E everything except attention. `schedule="paper"` fits the paper's
+Schedules are letter strings, one letter per epoch: F trains the classifier, A the attention, B the normalisation
+affine parameters (every BatchNorm in train mode), E everything except attention. `schedule="paper"` fits the paper's
 pattern (FF, then AAAB repeated: FFAAABAAABAA for 12 epochs) to the suite's epoch budget, so the method competes
-at equal epochs. The authors' code uses a fresh Adam (lr 1e-3) per letter: `fresh_optimizer=True`,
-`optimizer="adam"`, `lr=1e-3` are the defaults (variant "code"); `optimizer="suite"` uses the suite's optimiser.
+at equal epochs. The authors' code uses a fresh Adam (lr 1e-3, constant, no weight decay) per letter: those are
+the defaults; `fresh_optimizer=False` keeps one optimiser for the schedule, `constant_lr=False` applies the suite's
+cosine schedule, `optimizer="suite"` uses the suite's optimiser and learning rate.
 
 Penalties (lambda * term, logged as `attention_penalty`; a = all attention tensors, layer by layer):
   l1      mean |a| over all attention weights (the un-normalised sum collapses training)
@@ -23,7 +24,6 @@ Penalties (lambda * term, logged as `attention_penalty`; a = all attention tenso
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +33,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
 from finebench.methods.base import Context, Method, Stage
-from finebench.methods.pruning import conv_bn_pairs, lowest_fraction, prune_channels
+from finebench.methods.pruning import Pruner, lowest_fraction
 from finebench.methods.registry import register_method
 
 SHAPES = ("full", "out")
-LETTERS = {"F": "head", "A": "attention", "B": "batch-norm affine", "E": "everything except attention"}
+LETTERS = {"F": "head", "A": "attention", "B": "normalisation affine", "E": "everything except attention"}
+# B trains these layers' affine parameters (BatchNorm for the seed papers' CNNs; GroupNorm/LayerNorm elsewhere)
+NORMS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm)
 PENALTIES = ("none", "l1", "l2", "diverge", "bimodal")
 
 
@@ -56,12 +58,25 @@ class FilterScale(nn.Module):
 
 
 def wrap_convs(model: nn.Module, shape: str = "full") -> nn.Module:
-    """Give every Conv2d of `model` an attention tensor (all ones, so the outputs are unchanged). In place."""
+    """Give every Conv2d of `model` an attention tensor (all ones, so the outputs are unchanged). In place.
+    A conv classifier (timm's get_classifier()) is left alone: it is the head, which trains as such."""
     if shape not in SHAPES:
         raise ValueError(f"attention shape {shape!r} is not one of {', '.join(SHAPES)}")
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and not parametrize.is_parametrized(m, "weight")]
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    head_convs = {id(m) for m in head.modules()} if isinstance(head, nn.Module) else set()
+    convs = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d) and not parametrize.is_parametrized(m, "weight") and id(m) not in head_convs
+    ]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no Conv2d to wrap")
+    standardised = sorted({type(m).__name__ for m in convs if "StdConv" in type(m).__name__})
+    if shape == "out" and standardised:
+        raise ValueError(
+            f"attention shape 'out' has no effect on weight-standardised convs ({', '.join(standardised)}): they "
+            "normalise each filter, cancelling a per-filter scale; use shape=full"
+        )
     for conv in convs:
         scale = FilterScale(conv.weight.shape, shape).to(conv.weight.device, conv.weight.dtype)
         parametrize.register_parametrization(conv, "weight", scale)
@@ -172,6 +187,8 @@ class FilterAttentionConfig:
     optimizer: str = "adam"  # adam (the authors' code) | sgd | adamw | suite
     lr: float = 1e-3  # base learning rate of every letter (the suite's cosine schedule applies on top)
     fresh_optimizer: bool = True  # a new optimiser per letter (the authors' code) or one for the whole schedule
+    weight_decay: float = 0.0  # the authors' Adam has none; a decay would pull attention towards 0, not 1
+    constant_lr: bool = True  # each letter at `lr` (the authors' code); False: the suite's cosine on top
     prune_ratios: tuple[float, ...] = (0.1, 0.3, 0.5)  # attention-guided pruning evaluated after training
 
 
@@ -204,11 +221,12 @@ class FilterAttention(Method):
     def groups(self) -> dict[str, frozenset[str]]:
         """Parameter names per letter, chosen by module type: FilterScale, BatchNorm, the timm classifier."""
         names = dict(self.model.named_parameters())
-        attention = {n for n in names if re.search(r"\.parametrizations\.weight\.\d+\.attention$", n)}
+        ids = {id(a) for a in attention_layers(self.model).values()}
+        attention = {n for n, p in names.items() if id(p) in ids}
         classifier = self.model.get_classifier()
         head_prefix = next(n for n, m in self.model.named_modules() if m is classifier)
         head = {n for n in names if n.startswith(head_prefix + ".")}
-        bn = {f"{mn}.{pn}" for mn, m in self.model.named_modules() if isinstance(m, _BatchNorm)
+        bn = {f"{mn}.{pn}" for mn, m in self.model.named_modules() if isinstance(m, NORMS)
               for pn, _ in m.named_parameters(recurse=False)}  # fmt: skip
         return {
             "F": frozenset(head),
@@ -220,6 +238,11 @@ class FilterAttention(Method):
     def schedule(self, ctx: Context) -> list[Stage]:
         letters = parse_schedule(self.config.schedule, ctx.spec.train.epochs)
         groups = self.groups()
+        if "B" in letters and not groups["B"]:
+            raise ValueError(
+                f"filter-attention schedule {letters!r} has B (normalisation affine) epochs, but "
+                f"{ctx.spec.backbone!r} has no normalisation layers with affine parameters; use F/A/E letters"
+            )
         opt = None if self.config.optimizer == "suite" else self.config.optimizer
         lr = None if self.config.optimizer == "suite" else self.config.lr
         return [
@@ -231,6 +254,8 @@ class FilterAttention(Method):
                 lr=lr,
                 optimizer=opt,
                 fresh_optimizer=self.config.fresh_optimizer,
+                weight_decay=self.config.weight_decay,
+                constant_lr=self.config.constant_lr,
             )
             for i, letter in enumerate(letters)
         ]
@@ -257,11 +282,11 @@ class FilterAttention(Method):
         if ctx.evaluate is not None and self.config.prune_ratios:
             res = ctx.spec.train.resolution
             device = next(model.parameters()).device
-            pairs = conv_bn_pairs(model, torch.zeros(1, 3, res, res, device=device))
+            pruner = Pruner(model, torch.zeros(1, 3, res, res, device=device))
             scores = {name: filter_scores(a) for name, a in self.attentions.items()}
             for ratio in self.config.prune_ratios:
                 pruned = copy.deepcopy(model)
-                count = prune_channels(pruned, lowest_fraction(scores, ratio), pairs)
+                count = pruner.mask(pruned, lowest_fraction(scores, ratio))
                 pruning.append(
                     {
                         "ratio": ratio,

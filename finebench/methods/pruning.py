@@ -9,6 +9,7 @@ exactly 0 after BN, and after any activation with act(0) = 0 (ReLU, ReLU6, SiLU,
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -93,3 +94,273 @@ def prune_channels(model: nn.Module, pruned: dict[str, Iterable[int]], pairs: di
                     bn.running_mean[idx] = 0
             total += idx.numel()
     return total
+
+
+# Modules a channel passes through one to one, with f(0) = 0 for the activations, so a zeroed channel stays zero.
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish)
+PASS_THROUGH = (_BatchNorm, nn.Identity, nn.Dropout, *ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Where a conv's output channels go: through these modules one to one (BatchNorms, activations, identities,
+    depthwise convs, global pooling), then into `consumer`, a groups=1 conv or a linear layer that is their only
+    reader (None: they reach an add, a gate, a concatenation or anything else, so they cannot be removed
+    physically). `exact`: a channel zeroed along the chain contributes nothing downstream (it ends in a consumer or
+    in a residual add); False for gates (an SE block's sigmoid(0) = 0.5) and anything unknown."""
+
+    through: tuple[str, ...]
+    consumer: str | None
+    exact: bool = True
+
+
+POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+
+
+def _passes_through(module: nn.Module) -> bool:
+    if isinstance(module, _BatchNorm):  # timm's BatchNormAct2d carries an activation (and dropout) inside
+        act = getattr(module, "act", None)
+        return act is None or isinstance(act, (nn.Identity, *ACTIVATIONS))
+    return isinstance(module, (*PASS_THROUGH, *POOLS)) or type(module).__name__ == "DropPath"
+
+
+def _function_passes_through(node) -> bool:
+    """Functional dropout and flattening keep channels one to one."""
+    import torch.nn.functional as F
+
+    return node.op == "call_function" and node.target in (F.dropout, torch.flatten)
+
+
+def _is_add(node) -> bool:
+    import operator
+
+    return (node.op == "call_function" and node.target in (operator.add, operator.iadd, torch.add)) or (
+        node.op == "call_method" and node.target in ("add", "add_")
+    )
+
+
+def _depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels
+
+
+def trace_graph(model: nn.Module):
+    """torch.fx graph of `model`, with timm's own untraceable modules and functions kept as leaves."""
+    import torch.fx as fx
+    from timm.layers._fx import get_notrace_functions, get_notrace_modules
+
+    leaves = tuple(get_notrace_modules())
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return isinstance(m, leaves) or super().is_leaf_module(m, qualname)
+
+    return Tracer(autowrap_functions=tuple(get_notrace_functions())).trace(model)
+
+
+def channel_chains(model: nn.Module) -> dict[str, Chain]:
+    """For every conv that is fed from outside a chain: its Chain (see above), read from the fx graph."""
+    graph = trace_graph(model)
+    modules = dict(model.named_modules())
+    chains: dict[str, Chain] = {}
+    inner: set[str] = set()
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.Conv2d):
+            continue
+        through, consumer, exact, cur = [], None, False, node
+        while len(cur.users) == 1:
+            (user,) = cur.users
+            if _function_passes_through(user):
+                cur = user
+                continue
+            if _is_add(user):
+                exact = True  # a zero channel adds nothing to the residual stream
+                break
+            if user.op != "call_module":
+                break
+            m = modules[user.target]
+            if _depthwise(m) or (not isinstance(m, nn.Conv2d) and _passes_through(m)):
+                through.append(user.target)
+                cur = user
+                continue
+            if (isinstance(m, nn.Conv2d) and m.groups == 1) or isinstance(m, nn.Linear):
+                consumer, exact = user.target, True
+            break
+        chains[node.target] = Chain(tuple(through), consumer, exact)
+        inner.update(t for t in through if isinstance(modules[t], nn.Conv2d))
+    return {k: v for k, v in chains.items() if k not in inner}
+
+
+def _chain_of(conv: str, chains: dict[str, Chain]) -> tuple[str, Chain] | None:
+    """The root conv whose chain contains `conv` (a depthwise conv inside it), or `conv` itself."""
+    if conv in chains:
+        return conv, chains[conv]
+    for root, chain in chains.items():
+        if conv in chain.through:
+            return root, Chain(chain.through[chain.through.index(conv) + 1 :], chain.consumer)
+    return None
+
+
+def mask_channels(model: nn.Module, pruned: dict[str, Iterable[int]], chains: dict[str, Chain]) -> int:
+    """Zero the listed output channels of each conv along their whole chain (conv rows, every BatchNorm's affine and
+    mean, every depthwise conv's filter), so each channel is exactly 0 where its chain ends. In place."""
+    modules = dict(model.named_modules())
+    total = 0
+    with torch.no_grad():
+        for conv_name, channels in pruned.items():
+            idx = torch.as_tensor(sorted(set(channels)), dtype=torch.long)
+            if idx.numel() == 0:
+                continue
+            found = _chain_of(conv_name, chains)
+            for name in (conv_name, *(found[1].through if found else ())):
+                m = modules[name]
+                if isinstance(m, nn.Conv2d):
+                    m.weight[idx] = 0
+                    if m.bias is not None:
+                        m.bias[idx] = 0
+                elif isinstance(m, _BatchNorm):
+                    if m.affine:
+                        m.weight[idx] = 0
+                        m.bias[idx] = 0
+                    if m.running_mean is not None:
+                        m.running_mean[idx] = 0
+            total += idx.numel()
+    return total
+
+
+def _slice_param(module: nn.Module, name: str, keep: Tensor, dim: int = 0) -> None:
+    value = getattr(module, name)
+    if value is None:
+        return
+    new = value.detach().index_select(dim, keep).clone()
+    if isinstance(value, nn.Parameter):
+        setattr(module, name, nn.Parameter(new, requires_grad=value.requires_grad))
+    else:
+        module.register_buffer(name, new)
+
+
+def remove_channels(model: nn.Module, pruned: dict[str, Iterable[int]], chains: dict[str, Chain]) -> dict[str, int]:
+    """Physically remove pruned channels where a chain ends in an exclusive groups=1 conv (a really smaller
+    network: the conv's rows, the chain's BatchNorms and depthwise convs, the consumer's input columns); mask the
+    rest. Channels pruned in a depthwise conv of a chain are removed with the root's. In place; returns counts."""
+    modules = dict(model.named_modules())
+    per_root: dict[str, set[int]] = {}
+    masked: dict[str, list[int]] = {}
+    for conv_name, channels in pruned.items():
+        found = _chain_of(conv_name, chains)
+        root = found[0] if found else None
+        if root is not None and chains[root].consumer is not None and modules[root].groups == 1:
+            per_root.setdefault(root, set()).update(channels)
+        elif channels:
+            masked[conv_name] = list(channels)
+    removed = 0
+    for root, channels in per_root.items():
+        conv = modules[root]
+        keep = torch.as_tensor([c for c in range(conv.out_channels) if c not in channels], dtype=torch.long)
+        if keep.numel() == 0:  # a layer cannot vanish: mask it instead
+            masked[root] = sorted(channels)
+            continue
+        for name in (root, *chains[root].through):
+            m = modules[name]
+            if isinstance(m, nn.Conv2d):
+                _slice_param(m, "weight", keep)
+                _slice_param(m, "bias", keep)
+                m.out_channels = keep.numel()
+                if name != root:  # depthwise: one input per output
+                    m.in_channels = m.groups = keep.numel()
+            elif isinstance(m, _BatchNorm):
+                for p in ("weight", "bias", "running_mean", "running_var"):
+                    _slice_param(m, p, keep)
+                m.num_features = keep.numel()
+        consumer = modules[chains[root].consumer]
+        _slice_param(consumer, "weight", keep, dim=1)
+        if isinstance(consumer, nn.Linear):
+            consumer.in_features = keep.numel()
+        else:
+            consumer.in_channels = keep.numel()
+        removed += len(channels)
+    mask_channels(model, masked, chains)
+    return {"removed": removed, "masked": sum(len(v) for v in masked.values())}
+
+
+class Pruner:
+    """Masks or physically removes filters of one architecture. Chains come from the fx graph; where a model cannot
+    be traced, masking falls back to each conv's consuming BatchNorm (found by running `example`) and nothing is
+    removed physically."""
+
+    def __init__(self, model: nn.Module, example: Tensor) -> None:
+        try:
+            self.chains: dict[str, Chain] | None = channel_chains(model)
+            self.pairs = None
+        except Exception:  # noqa: BLE001 - fx raises many types on untraceable code
+            self.chains, self.pairs = None, conv_bn_pairs(model, example)
+        self.widths = {
+            n: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+            for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d | nn.Linear)
+        }
+
+    @property
+    def physical(self) -> bool:
+        return self.chains is not None
+
+    def prunable(self) -> set[str]:
+        """Convs whose filters can be pruned exactly (their zeroed channel contributes nothing downstream); the
+        others (an SE block's expansion, whose sigmoid(0) = 0.5 gate still scales its channel) are left alone."""
+        if self.chains is None:
+            return set(self.pairs)
+        out = set()
+        for root, chain in self.chains.items():
+            if chain.exact:
+                out.add(root)
+                out.update(chain.through)
+        return out
+
+    def residual(self, pruned: dict[str, Iterable[int]]) -> int:
+        """Filters not chosen whose whole input is a pruned channel: the depthwise filters of a pruned channel's
+        chain, and every filter of a consumer all of whose input channels were pruned."""
+        if self.chains is None:
+            return 0
+        count = 0
+        for root, chain in self.chains.items():
+            dead = set(pruned.get(root, []))
+            for name in chain.through:
+                if name not in self.widths:  # BatchNorms, activations: not filters
+                    continue
+                if name in pruned or dead:
+                    chosen = set(pruned.get(name, []))
+                    count += len(dead - chosen)
+                    dead |= chosen
+            width = self.widths.get(root, 0)
+            if chain.consumer is not None and width and len(dead) == width:
+                count += self.widths.get(chain.consumer, 0) - len(set(pruned.get(chain.consumer, [])))
+        return count
+
+    def mask(self, model: nn.Module, pruned: dict[str, Iterable[int]]) -> int:
+        if self.chains is not None:
+            return mask_channels(model, pruned, self.chains)
+        return prune_channels(model, pruned, self.pairs)
+
+    def remove(self, model: nn.Module, pruned: dict[str, Iterable[int]]) -> dict[str, int]:
+        if self.chains is None:
+            return {"removed": 0, "masked": self.mask(model, pruned)}
+        return remove_channels(model, pruned, self.chains)
+
+
+def latency_ms(model: nn.Module, x: Tensor, repeats: int = 10) -> float:
+    """Median wall-clock of one forward of batch `x`, in milliseconds (after two warm-up runs)."""
+    import statistics
+    import time
+
+    times = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(repeats + 2):
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            model(x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            if i >= 2:
+                times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)

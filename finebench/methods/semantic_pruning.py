@@ -13,9 +13,12 @@ FLOPs of the pruned filters, "residual" pruning (filters not pruned whose respon
 counted apart from direct pruning, and the overlap (Jaccard) of the pruned sets of different classes.
 
 The classifier is the `cut-full` model of the same suite, seed and budget (reused when recorded, else trained
-here); its whole cost and the calibration pass are charged to this method. Pruning uses masks (conv weights + the
-consuming BatchNorm's affine and mean set to zero, see finebench.methods.pruning); physical removal of the filters
-is not implemented yet, and the record says so.
+here); its whole cost and the calibration pass are charged to this method. Evaluation uses masks: each pruned
+channel is zeroed along its whole chain (conv rows, BatchNorm affine and mean, depthwise filters; see
+finebench.methods.pruning), so it is exactly 0 where the chain ends. For every discrete setting the filters are also
+removed physically where the architecture allows (the channels end in a conv that alone reads them): the record
+gives that really smaller network's parameters and FLOPs, and for the first class its measured latency next to the
+unpruned model's; what could only be masked is counted apart.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from finebench.benchmark.budget import forward_flops
 from finebench.methods.base import Context, Method
-from finebench.methods.pruning import conv_bn_pairs, lowest_fraction, prune_channels
+from finebench.methods.pruning import Pruner, latency_ms, lowest_fraction
 from finebench.methods.registry import register_method
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish)
@@ -39,20 +42,28 @@ DISCRETE = ("zero", "33%", "66%", "median")
 _RATIO = {"33%": 1 / 3, "66%": 2 / 3, "median": 0.5}
 
 
-def _trace(model: nn.Module, example: Tensor) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
-    """(module name, id(input), id(output)) of every module call of one forward, and calls per module."""
-    calls: list[tuple[str, int, int]] = []
+def _trace(model: nn.Module, example: Tensor) -> tuple[list[tuple], dict[str, int]]:
+    """(module name, (id, version) of its input before the call, (id, version) of its output after it) of every
+    module call of one forward, and calls per module. Versions tell a tensor changed in place (a residual `+=`)
+    from the same tensor untouched (an in-place activation reads exactly what the BatchNorm wrote)."""
+    calls: list[tuple] = []
     count: dict[str, int] = {}
     alive: list[Tensor] = []  # every traced tensor stays alive until the end, so no id() is reused
+    pending: dict[str, tuple[int, int]] = {}
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, _BatchNorm, *ACTIVATIONS)):
 
+            def pre(m, inputs, name=name):
+                alive.append(inputs[0])
+                pending[name] = (id(inputs[0]), inputs[0]._version)
+
             def hook(m, inputs, output, name=name):
-                alive.extend((inputs[0], output))
-                calls.append((name, id(inputs[0]), id(output)))
+                alive.append(output)
+                calls.append((name, pending.pop(name), (id(output), output._version)))
                 count[name] = count.get(name, 0) + 1
 
+            hooks.append(module.register_forward_pre_hook(pre))
             hooks.append(module.register_forward_hook(hook))
     was_training = model.training
     try:
@@ -146,31 +157,10 @@ def one_vs_rest(pred: list[int], target: list[int], c: int) -> float:
 
 
 def jaccard(a: dict[str, list[int]], b: dict[str, list[int]]) -> float:
+    """|A & B| / |A | B| of two pruned filter sets; NaN when both are empty (undefined, not "identical")."""
     sa = {(k, i) for k, v in a.items() for i in v}
     sb = {(k, i) for k, v in b.items() for i in v}
-    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
-
-
-def filter_costs(model: nn.Module, example: Tensor) -> dict[str, dict[str, float]]:
-    """Per conv: parameters and forward FLOPs carried by ONE output filter (its weights and bias, and the
-    consuming BatchNorm's affine pair)."""
-    out: dict[str, dict[str, float]] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-
-            def hook(mod, inputs, output, name=name):
-                kh, kw = mod.kernel_size
-                macs = (mod.in_channels // mod.groups) * kh * kw * output.shape[2] * output.shape[3]
-                per_filter = mod.weight[0].numel() + (1 if mod.bias is not None else 0)
-                out[name] = {"params": float(per_filter), "flops": 2.0 * macs}
-
-            hooks.append(m.register_forward_hook(hook))
-    with torch.no_grad():
-        model.eval()(example)
-    for h in hooks:
-        h.remove()
-    return out
+    return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
 
 
 @dataclass(frozen=True)
@@ -217,72 +207,102 @@ class SemanticPruning(Method):
         ctx.budget.charge("calibration", seconds=seconds, samples=n, flops=flops)
         return model
 
-    def class_loader(self, ctx: Context, c: int):
-        for x, y in ctx.loaders["calibration"]:
-            keep = y == c
-            if keep.any():
-                yield x[keep], y[keep]
-
     def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
         if ctx.evaluate is None:
             return {}
         cfg = self.config
-        classes = range(min(cfg.classes or ctx.num_classes, ctx.num_classes))
-        pairs = conv_bn_pairs(model, self.example)
-        costs = filter_costs(model, self.example)
-        total_params = sum(p.numel() for p in model.parameters())
-        total_flops = sum(c["flops"] * model.get_submodule(n).out_channels for n, c in costs.items())
+        classes = list(range(min(cfg.classes or ctx.num_classes, ctx.num_classes)))
+        pruner = Pruner(model, self.example)
+        prunable = pruner.prunable()
+        res = ctx.spec.train.resolution
+        batch = torch.zeros(ctx.spec.train.eval_batch_size, 3, res, res, device=ctx.device)
+        unpruned_cost = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "flops_per_image": forward_flops(model, res, ctx.device),
+            "latency_ms": latency_ms(model, batch),
+            "latency_batch": batch.shape[0],
+        }
         base = ctx.evaluate(model, "test", predictions=True)
-        unpruned = {c: one_vs_rest(base["pred"], base["target"], c) for c in classes}
-        results, pruned_sets = [], {}
-        plan = [(mode, s, True) for mode in cfg.modes for s in DISCRETE]
-        plan += [("nwp", t, False) for t in cfg.sweep]
-        for mode, setting, discrete in plan:
+        unpruned = {c: single_class_scores(base["pred"], base["target"], c) for c in classes}
+        results, pruned_sets, memo = [], {}, {}
+        plan = [(mode, s) for mode in cfg.modes for s in DISCRETE] + [("nwp", t) for t in cfg.sweep]
+        for mode, setting in plan:
             for c in classes:
-                chosen = select_filters({k: v[c] for k, v in self.gamma.items()}, setting, mode, cfg.normalise)
-                pruned = copy.deepcopy(model)
-                direct = prune_channels(pruned, chosen, pairs)
-                metrics = ctx.evaluate(pruned, "test", predictions=True)
-                entry = {
-                    "class": c,
-                    "mode": mode,
-                    "setting": setting,
-                    "direct": direct,
-                    "params_removed": sum(costs[k]["params"] * len(v) for k, v in chosen.items()) / total_params,
-                    "flops_removed": sum(costs[k]["flops"] * len(v) for k, v in chosen.items()) / total_flops,
-                    "single_class": one_vs_rest(metrics["pred"], metrics["target"], c),
-                    "single_class_unpruned": unpruned[c],
-                    "multi_class": metrics["top1"],
-                }
-                if discrete:
-                    entry["residual"] = self.residual(pruned, chosen, ctx, c)
-                    pruned_sets[(mode, setting, c)] = chosen
-                results.append(entry)
-        overlap = {}
-        for mode in cfg.modes:
-            for s in DISCRETE:
-                matrix = [[jaccard(pruned_sets[(mode, s, a)], pruned_sets[(mode, s, b)]) for b in classes]
-                          for a in classes]  # fmt: skip
-                off = [matrix[i][j] for i in range(len(matrix)) for j in range(len(matrix)) if i != j]
-                overlap[f"{mode}:{s}"] = {"mean": sum(off) / len(off) if off else 1.0, "matrix": matrix}
+                gamma_c = {k: v[c] for k, v in self.gamma.items() if k in prunable}
+                chosen = select_filters(gamma_c, setting, mode, cfg.normalise)
+                key = (c, tuple((k, tuple(v)) for k, v in sorted(chosen.items())))
+                if key not in memo:  # LWP and NWP can choose the same filters (gamma <= 0): evaluate once
+                    pruned = copy.deepcopy(model)
+                    direct = pruner.mask(pruned, chosen)
+                    metrics = ctx.evaluate(pruned, "test", predictions=True)
+                    small = self.physical(model, chosen, pruner, batch if c == classes[0] else None)
+                    memo[key] = {
+                        "direct": direct,
+                        "residual": pruner.residual(chosen),
+                        "params_removed": 1 - small["params"] / unpruned_cost["params"],
+                        "flops_removed": 1 - small["flops_per_image"] / unpruned_cost["flops_per_image"],
+                        "physical": small,
+                        "single_class": single_class_scores(metrics["pred"], metrics["target"], c),
+                        "multi_class": metrics["top1"],
+                    }
+                results.append({"class": c, "mode": mode, "setting": setting, **memo[key],
+                                "single_class_unpruned": unpruned[c]})  # fmt: skip
+                pruned_sets[(mode, setting, c)] = chosen
         return {
             "source_run": self.source_run,
             "response": cfg.response,
-            "removal": "masks (conv weights + BatchNorm affine and mean zeroed); physical removal not implemented",
+            "removal": (
+                "physical where a filter's channels end in a conv or linear layer that alone reads them, masks "
+                "elsewhere"
+                if pruner.physical
+                else "masks only (the model could not be traced)"
+            ),
+            "excluded_layers": sorted(set(self.gamma) - prunable),  # e.g. SE expansions: zero is not removal
+            "unpruned_cost": unpruned_cost,
             "unpruned": {"multi_class": base["top1"], "single_class": unpruned},
             "pruning": results,
-            "overlap": overlap,
+            "overlap": overlaps(pruned_sets, cfg.modes, classes),
             "layers": {k: int(v.shape[1]) for k, v in self.gamma.items()},
         }
 
-    def residual(self, pruned: nn.Module, chosen: dict[str, list[int]], ctx: Context, c: int) -> int:
-        """Filters not pruned directly whose response on class-c train images was > 0 and is now 0."""
-        after = accumulated_response(pruned, self.class_loader(ctx, c), ctx.num_classes, points=self.points)
-        count = 0
-        for name, g in after.items():
-            alive_before = self.gamma[name][c] > 1e-9
-            dead_after = g[c].abs() <= 1e-9
-            direct = torch.zeros_like(alive_before)
-            direct[chosen.get(name, [])] = True
-            count += int((alive_before & dead_after & ~direct).sum())
-        return count
+    def physical(self, model: nn.Module, chosen: dict, pruner: Pruner, batch: Tensor | None) -> dict[str, Any]:
+        """The really smaller network: its parameters and FLOPs, and its latency when `batch` is given."""
+        small = copy.deepcopy(model)
+        counts = pruner.remove(small, chosen)
+        res = self.example.shape[-1]
+        out = {**counts, "params": sum(p.numel() for p in small.parameters())}
+        out["flops_per_image"] = forward_flops(small, res, self.example.device)
+        if batch is not None:
+            out["latency_ms"] = latency_ms(small, batch)
+        return out
+
+
+def single_class_scores(pred: list[int], target: list[int], c: int) -> dict[str, float]:
+    """The single-class classifier "is it c?" (argmax == c): accuracy over every image (the paper's figure, which
+    negatives dominate), recall on c, specificity on the rest, and balanced accuracy (their mean), all in %."""
+    tp = sum(p == c and t == c for p, t in zip(pred, target, strict=True))
+    pos = sum(t == c for t in target)
+    tn = sum(p != c and t != c for p, t in zip(pred, target, strict=True))
+    neg = len(target) - pos
+    recall = 100.0 * tp / pos if pos else float("nan")
+    specificity = 100.0 * tn / neg if neg else float("nan")
+    return {
+        "accuracy": one_vs_rest(pred, target, c),
+        "recall": recall,
+        "specificity": specificity,
+        "balanced": (recall + specificity) / 2,
+    }
+
+
+def overlaps(pruned_sets: dict, modes: tuple[str, ...], classes: list[int]) -> dict[str, Any]:
+    """Jaccard overlap of the pruned filter sets of every pair of classes, per mode and discrete setting; pairs
+    where both sets are empty are undefined (NaN, left out of the mean)."""
+    out = {}
+    for mode in modes:
+        for s in DISCRETE:
+            matrix = [[jaccard(pruned_sets[(mode, s, a)], pruned_sets[(mode, s, b)]) for b in classes]
+                      for a in classes]  # fmt: skip
+            off = [matrix[i][j] for i in range(len(classes)) for j in range(len(classes)) if i != j]
+            off = [v for v in off if v == v]
+            out[f"{mode}:{s}"] = {"mean": sum(off) / len(off) if off else float("nan"), "matrix": matrix}
+    return out

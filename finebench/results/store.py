@@ -7,12 +7,24 @@ or a whole one; run ids are spec hashes, so `bench run` skips what is already re
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from finebench.results.record import RunRecord
+
+
+def finite(value):
+    """NaN and infinities -> None, so a record is strict JSON that any tool reads."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 class ResultStore:
@@ -41,7 +53,7 @@ class ResultStore:
         fd, tmp = tempfile.mkstemp(prefix=f".{record.run_id}.", suffix=".tmp", dir=self.runs)
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(record.to_dict(), f, indent=1, sort_keys=True)
+                json.dump(finite(record.to_dict()), f, indent=1, sort_keys=True, allow_nan=False)
                 f.flush()
                 os.fsync(f.fileno())
             try:
