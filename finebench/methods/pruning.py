@@ -346,7 +346,7 @@ class Pruner:
         return remove_channels(model, pruned, self.chains)
 
 
-def latency_ms(model: nn.Module, x: Tensor, repeats: int = 10) -> float:
+def latency_ms(model: nn.Module, x: Tensor, repeats: int = 7) -> float:
     """Median wall-clock of one forward of batch `x`, in milliseconds (after two warm-up runs)."""
     import statistics
     import time

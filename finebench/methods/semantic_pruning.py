@@ -169,7 +169,7 @@ class SemanticPruningConfig:
     response: str = "post"  # post: after BatchNorm and activation; raw: the conv output
     modes: tuple[str, ...] = ("nwp", "lwp")
     normalise: bool = False  # NWP with each layer divided by its mean response (the paper uses none)
-    sweep: tuple[float, ...] = (0.1, 0.2, 0.4, 0.6, 0.8)  # continuous theta sweep (NWP), besides the discrete ones
+    sweep: tuple[float, ...] = (0.25, 0.5, 0.75)  # continuous theta sweep (NWP), besides the discrete ones
     classes: int | None = None  # evaluate the first N classes only (None: all)
 
 
@@ -215,7 +215,7 @@ class SemanticPruning(Method):
         pruner = Pruner(model, self.example)
         prunable = pruner.prunable()
         res = ctx.spec.train.resolution
-        batch = torch.zeros(ctx.spec.train.eval_batch_size, 3, res, res, device=ctx.device)
+        batch = torch.zeros(min(32, ctx.spec.train.eval_batch_size), 3, res, res, device=ctx.device)
         unpruned_cost = {
             "params": sum(p.numel() for p in model.parameters()),
             "flops_per_image": forward_flops(model, res, ctx.device),
