@@ -38,6 +38,12 @@ def conv_bn_pairs(model: nn.Module, example: Tensor) -> dict[str, str | None]:
                     lambda m, i, n=name: pairs.__setitem__(produced[id(i[0])], n) if id(i[0]) in produced else None
                 )
             )
+    forward_once(model, example, hooks)
+    return pairs
+
+
+def forward_once(model: nn.Module, example: Tensor, hooks: list) -> None:
+    """One eval-mode, no-grad forward of `example` for the given hooks; removes them and restores the mode."""
     was_training = model.training
     try:
         with torch.no_grad():
@@ -46,7 +52,21 @@ def conv_bn_pairs(model: nn.Module, example: Tensor) -> dict[str, str | None]:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return pairs
+
+
+def zero_channels(module: nn.Module, idx: Tensor) -> None:
+    """Channels `idx` of a conv (its filters and bias) or a BatchNorm (affine and running mean) set to zero, so an
+    eval-mode BatchNorm maps them to exactly 0."""
+    if isinstance(module, nn.Conv2d):
+        module.weight[idx] = 0
+        if module.bias is not None:
+            module.bias[idx] = 0
+    elif isinstance(module, _BatchNorm):
+        if module.affine:
+            module.weight[idx] = 0
+            module.bias[idx] = 0
+        if module.running_mean is not None:
+            module.running_mean[idx] = 0
 
 
 def ranked_filters(scores: dict[str, Tensor]) -> list[tuple[float, str, int]]:
@@ -71,29 +91,10 @@ def lowest_fraction(scores: dict[str, Tensor], ratio: float, per_layer: bool = F
 
 
 def prune_channels(model: nn.Module, pruned: dict[str, Iterable[int]], pairs: dict[str, str | None]) -> int:
-    """Remove the listed output channels' contribution for real (see the module docstring). In place; returns the
-    number of channels pruned."""
-    modules = dict(model.named_modules())
-    total = 0
-    with torch.no_grad():
-        for conv_name, channels in pruned.items():
-            idx = torch.as_tensor(sorted(set(channels)), dtype=torch.long)
-            if idx.numel() == 0:
-                continue
-            conv = modules[conv_name]
-            conv.weight[idx] = 0
-            if conv.bias is not None:
-                conv.bias[idx] = 0
-            bn_name = pairs.get(conv_name)
-            if bn_name is not None:
-                bn = modules[bn_name]
-                if bn.affine:
-                    bn.weight[idx] = 0
-                    bn.bias[idx] = 0
-                if bn.running_mean is not None:
-                    bn.running_mean[idx] = 0
-            total += idx.numel()
-    return total
+    """Zero the listed output channels of each conv and of the BatchNorm that reads it (`conv_bn_pairs`): the
+    fallback for models that cannot be traced into chains. In place; returns the number of channels pruned."""
+    chains = {conv: Chain((bn,) if bn else (), None, exact=False) for conv, bn in pairs.items()}
+    return mask_channels(model, pruned, chains)
 
 
 # Modules a channel passes through one to one, with f(0) = 0 for the activations, so a zeroed channel stays zero.
@@ -212,17 +213,7 @@ def mask_channels(model: nn.Module, pruned: dict[str, Iterable[int]], chains: di
                 continue
             found = _chain_of(conv_name, chains)
             for name in (conv_name, *(found[1].through if found else ())):
-                m = modules[name]
-                if isinstance(m, nn.Conv2d):
-                    m.weight[idx] = 0
-                    if m.bias is not None:
-                        m.bias[idx] = 0
-                elif isinstance(m, _BatchNorm):
-                    if m.affine:
-                        m.weight[idx] = 0
-                        m.bias[idx] = 0
-                    if m.running_mean is not None:
-                        m.running_mean[idx] = 0
+                zero_channels(modules[name], idx)
             total += idx.numel()
     return total
 

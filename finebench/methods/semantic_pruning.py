@@ -34,7 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from finebench.benchmark.budget import forward_flops
 from finebench.methods.base import Context, Method
-from finebench.methods.pruning import Pruner, latency_ms, lowest_fraction
+from finebench.methods.pruning import Pruner, forward_once, latency_ms, lowest_fraction
 from finebench.methods.registry import register_method
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish)
@@ -65,14 +65,7 @@ def _trace(model: nn.Module, example: Tensor) -> tuple[list[tuple], dict[str, in
 
             hooks.append(module.register_forward_pre_hook(pre))
             hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    forward_once(model, example, hooks)
     return calls, count
 
 
