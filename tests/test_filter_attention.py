@@ -171,8 +171,9 @@ def test_filter_attention_through_the_runner(tmp_path):
     assert rec.params["deployed"] == plain < rec.params["total"]  # folded: no attention parameters left
     att = rec.extras["attention"]
     assert 0 <= att["amplified"] <= 1 and att["layers"] and att["global_lowest"]
-    (pruned,) = rec.extras["attention_pruning"]
-    assert pruned["ratio"] == 0.5 and pruned["filters"] > 0 and set(pruned) >= {"val", "test"}
+    nwp, lwp = rec.extras["attention_pruning"]
+    assert (nwp["mode"], lwp["mode"]) == ("nwp", "lwp") and nwp["ratio"] == lwp["ratio"] == 0.5
+    assert nwp["filters"] > 0 and lwp["filters"] > 0 and set(nwp) >= {"val", "test"}
 
 
 def test_schedule_with_b_on_a_model_without_norms_is_a_clear_error():

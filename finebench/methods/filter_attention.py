@@ -189,7 +189,8 @@ class FilterAttentionConfig:
     fresh_optimizer: bool = True  # a new optimiser per letter (the authors' code) or one for the whole schedule
     weight_decay: float = 0.0  # the authors' Adam has none; a decay would pull attention towards 0, not 1
     constant_lr: bool = True  # each letter at `lr` (the authors' code); False: the suite's cosine on top
-    prune_ratios: tuple[float, ...] = (0.1, 0.3, 0.5)  # attention-guided pruning evaluated after training
+    # attention-guided pruning evaluated after training, network-wise and layer-wise (no retraining: small ratios)
+    prune_ratios: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
 
 
 @register_method
@@ -276,23 +277,18 @@ class FilterAttention(Method):
         return fold_attention(model)
 
     def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
-        """Attention statistics and rankings; attention-guided pruning (the lowest-ranked filters network-wise,
-        removed for real, no retraining) evaluated on val and test after selection."""
+        """Attention statistics and rankings; attention-guided pruning (the lowest-ranked filters network-wise (nwp)
+        or of each layer (lwp), removed for real, no retraining) evaluated on val and test after selection."""
         pruning = []
         if ctx.evaluate is not None and self.config.prune_ratios:
             res = ctx.spec.train.resolution
             device = next(model.parameters()).device
             pruner = Pruner(model, torch.zeros(1, 3, res, res, device=device))
             scores = {name: filter_scores(a) for name, a in self.attentions.items()}
-            for ratio in self.config.prune_ratios:
-                pruned = copy.deepcopy(model)
-                count = pruner.mask(pruned, lowest_fraction(scores, ratio))
-                pruning.append(
-                    {
-                        "ratio": ratio,
-                        "filters": count,
-                        "val": ctx.evaluate(pruned, "val"),
-                        "test": ctx.evaluate(pruned, "test"),
-                    }  # fmt: skip
-                )
+            for mode in ("nwp", "lwp"):
+                for ratio in self.config.prune_ratios:
+                    pruned = copy.deepcopy(model)
+                    count = pruner.mask(pruned, lowest_fraction(scores, ratio, per_layer=mode == "lwp"))
+                    val, test = ctx.evaluate(pruned, "val"), ctx.evaluate(pruned, "test")
+                    pruning.append({"mode": mode, "ratio": ratio, "filters": count, "val": val, "test": test})
         return {"attention": self.stats, "attention_pruning": pruning}
