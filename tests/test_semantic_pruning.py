@@ -43,7 +43,8 @@ def test_accumulated_response_by_hand():
     expected = torch.tensor([[4 * (1 + 3), 0.0], [0.0, 4 * 2], [0.0, 0.0]], dtype=torch.float64) * scale
     assert torch.allclose(gamma["0"], expected)
     raw = accumulated_response(model, loader, num_classes=3, raw=True)
-    assert torch.allclose(raw["0"], torch.tensor([[16.0, -16.0], [-8.0, 8.0], [0, 0]], dtype=torch.float64))
+    # raw conv outputs can be negative: their magnitude is accumulated
+    assert torch.allclose(raw["0"], torch.tensor([[16.0, 16.0], [8.0, 8.0], [0, 0]], dtype=torch.float64))
 
 
 def test_lwp_and_nwp_selection_by_hand():

@@ -1,8 +1,9 @@
 """Semantic pruning by activation magnitude ("Semantic Pruning for Single Class Interpretability", ICLR 2020 sub.).
 
 For a trained classifier and a class c, the accumulated response of filter k in layer l is
-gamma_c[l, k] = sum over class-c calibration images of sum_{h,w} R_{l,k}, where R is the filter's response after
-its BatchNorm and activation (the default) or the raw conv output (`response="raw"`). Pruning for c removes the
+gamma_c[l, k] = sum over class-c calibration images of sum_{h,w} |R_{l,k}|, where R is the filter's response after
+its BatchNorm and activation (the default) or the raw conv output (`response="raw"`). After a ReLU R >= 0, so this
+is the paper's sum of R; the magnitude keeps the ranking meaningful where R can be negative (linear bottlenecks). Pruning for c removes the
 filters with the lowest gamma_c: layer-wise (LWP, a ratio of each layer) or network-wise (NWP, one global ranking,
 optionally with each layer normalised by its mean response; the paper uses none). Settings: gamma <= 0, 33 %,
 66 %, median, and a continuous sweep of the ratio theta. No retraining.
@@ -95,7 +96,9 @@ def accumulated_response(
     model: nn.Module, loader, num_classes: int, raw: bool = False, points: dict[str, str] | None = None
 ) -> dict[str, Tensor]:
     """Conv layer name -> (num_classes, filters) tensor: per class, the sum over its images and over positions of
-    each filter's response (float64), accumulated over every batch of `loader` ((x, y) batches)."""
+    each filter's response magnitude |R| (float64), accumulated over every batch of `loader` ((x, y) batches).
+    After a ReLU-family activation R >= 0 and this is the paper's sum of R; where the response can be negative (a
+    linear bottleneck, the raw conv output) the magnitude keeps "lowest = least active" true."""
     batches = iter(loader)
     first = next(batches, None)
     if first is None:
@@ -111,7 +114,7 @@ def accumulated_response(
         sums[conv_name] = torch.zeros(num_classes, channels, dtype=torch.float64)
 
         def hook(m, inputs, output, conv_name=conv_name):
-            per_image = output.detach().sum(dim=(2, 3)).double().cpu()
+            per_image = output.detach().abs().sum(dim=(2, 3)).double().cpu()
             sums[conv_name].index_add_(0, labels[0], per_image)
 
         hooks.append(modules[module_name].register_forward_hook(hook))
