@@ -4,8 +4,8 @@ For a trained classifier and a class c, the accumulated response of filter k in 
 gamma_c[l, k] = sum over class-c calibration images of sum_{h,w} |R_{l,k}|, where R is the filter's response after
 its BatchNorm and activation (the default) or the raw conv output (`response="raw"`). After a ReLU R >= 0, so this
 is the paper's sum of R; the magnitude keeps the ranking meaningful where R can be negative (linear bottlenecks).
-Pruning for c removes the filters with the lowest gamma_c: layer-wise (LWP, a ratio of each layer) or network-wise (NWP, one global ranking,
-optionally with each layer normalised by its mean response; the paper uses none). Settings: gamma <= 0, 33 %,
+Pruning for c removes the filters with the lowest gamma_c: layer-wise (LWP, a ratio of each layer) or network-wise
+(NWP, one global ranking, optionally with each layer normalised by its mean response; the paper uses none). Settings: gamma <= 0, 33 %,
 66 %, median, and a continuous sweep of the ratio theta. No retraining.
 
 The pruned network is evaluated as in the paper: as a single-class classifier for c (one-vs-rest accuracy on test:
