@@ -5,8 +5,8 @@ gamma_c[l, k] = sum over class-c calibration images of sum_{h,w} |R_{l,k}|, wher
 its BatchNorm and activation (the default) or the raw conv output (`response="raw"`). After a ReLU R >= 0, so this
 is the paper's sum of R; the magnitude keeps the ranking meaningful where R can be negative (linear bottlenecks).
 Pruning for c removes the filters with the lowest gamma_c: layer-wise (LWP, a ratio of each layer) or network-wise
-(NWP, one global ranking, optionally with each layer normalised by its mean response; the paper uses none). Settings: gamma <= 0, 33 %,
-66 %, median, and a continuous sweep of the ratio theta. No retraining.
+(NWP, one global ranking, optionally with each layer normalised by its mean response; the paper uses none).
+Settings: gamma <= 0, 33 %, 66 %, median, and a continuous sweep of the ratio theta. No retraining.
 
 The pruned network is evaluated as in the paper: as a single-class classifier for c (one-vs-rest accuracy on test:
 "is it c?" answered by argmax == c) against the unpruned network, plus the multi-class accuracy, the parameters and
