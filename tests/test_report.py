@@ -63,6 +63,13 @@ def test_write_report_from_store(tmp_path):
         write_report(tmp_path / "empty", tmp_path / "r2")
 
 
+def test_default_tuple_settings_read_back_from_json_are_not_variants():
+    from finebench.reports.tables import method_label
+
+    assert method_label("semantic-pruning", {"sweep": [0.25, 0.5, 0.75], "modes": ["nwp", "lwp"]}) == "semantic-pruning"
+    assert method_label("semantic-pruning", {"sweep": [0.5]}) == "semantic-pruning (sweep=[0.5])"
+
+
 def test_method_settings_get_their_own_rows_and_commits_are_flagged():
     a = make_record("cut-full", 0, 80.0)
     b = make_record("cut-full", 0, 50.0, run_id="other")

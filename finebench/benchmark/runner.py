@@ -304,11 +304,15 @@ class Run:
             loader = {"val": self.loaders["val"], "test": test_loader}[split]
             return evaluate(method, m, loader, ctx.num_classes, keep_predictions=predictions)
 
+        total_seconds = ctx.budget.elapsed()  # training, evaluation and finalize: the cost of the method's model
         ctx.evaluate = post_selection_eval
+        t_analysis = time.perf_counter()
         extras = method.extras(model, ctx)
         ctx.evaluate = None
         cost = ctx.budget.summary()
-        cost.update(setup_seconds=self.setup_seconds, total_seconds=ctx.budget.elapsed())
+        # post-selection analyses (pruning sweeps...) are reported apart: they are not part of producing the model
+        cost.update(setup_seconds=self.setup_seconds, total_seconds=total_seconds,
+                    analysis_seconds=time.perf_counter() - t_analysis)  # fmt: skip
         return RunRecord(
             run_id=self.spec.run_id,
             spec=self.spec.to_dict(),

@@ -30,7 +30,11 @@ def method_label(method: str, config: dict) -> str:
     defaults: dict = {}
     if method in METHODS:
         defaults = dataclasses.asdict(METHODS.get(method).Config())
-    changed = {k: v for k, v in sorted(config.items()) if defaults.get(k, object()) != v}
+
+    def norm(v):  # records hold JSON lists where a config holds tuples
+        return list(v) if isinstance(v, tuple) else v
+
+    changed = {k: v for k, v in sorted(config.items()) if norm(defaults.get(k, object())) != norm(v)}
     return method + (" (" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
 
 
