@@ -171,6 +171,8 @@ def test_filter_attention_through_the_runner(tmp_path):
     assert rec.params["deployed"] == plain < rec.params["total"]  # folded: no attention parameters left
     att = rec.extras["attention"]
     assert 0 <= att["amplified"] <= 1 and att["layers"] and att["global_lowest"]
+    assert rec.cost["analysis_seconds"] > 0
+    assert rec.cost["total_seconds"] <= rec.epochs[-1]["elapsed"] + 60  # the pruning sweep is not in the total
     nwp, lwp = rec.extras["attention_pruning"]
     assert (nwp["mode"], lwp["mode"]) == ("nwp", "lwp") and nwp["ratio"] == lwp["ratio"] == 0.5
     assert nwp["filters"] > 0 and lwp["filters"] > 0 and set(nwp) >= {"val", "test"}
