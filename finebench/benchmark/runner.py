@@ -8,7 +8,6 @@ evaluated once at the best-val state and once at the last state, never used for 
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 import time
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from finebench.datasets import build_dataset
 from finebench.datasets.cache import cached_images
 from finebench.datasets.split import cap_per_class, make_split
 from finebench.methods import METHODS, Context, Method, Stage
+from finebench.results.atomic import atomic_write
 from finebench.results.record import RunRecord
 
 
@@ -214,11 +214,7 @@ class Run:
     def save_model(self, state: dict[str, torch.Tensor]) -> str:
         """Write the best-val state beside the record (atomically); returns its path relative to the store."""
         rel = f"models/{self.spec.run_id}.pt"
-        dest = self.out_dir / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        tmp.replace(dest)
+        atomic_write(self.out_dir / rel, lambda f: torch.save(state, f))
         return rel
 
     def execute(self) -> RunRecord:

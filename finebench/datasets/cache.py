@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from finebench.datasets.base import ImageSet, cache_dir
+from finebench.results.atomic import atomic_write
 
 _MEMO: dict[str, np.ndarray] = {}
 
@@ -50,11 +51,7 @@ def cached_images(
         path = (root or cache_dir() / "images") / f"{safe}-{resolution}-{resize}-{key}.npy"
         if not path.exists():
             arr = decode_all(data, resolution, resize, interpolation, progress)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, arr)
-            tmp.replace(path)
+            atomic_write(path, lambda f: np.save(f, arr))
         arr = np.load(path, mmap_mode="r")
         if arr.shape != (len(data), resolution, resolution, 3):
             raise ValueError(f"image cache {path} has shape {arr.shape}; delete it to rebuild")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from finebench.datasets.base import ImageSet
+from finebench.results.atomic import atomic_write
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,10 @@ def make_split(data: ImageSet, fractions: tuple[float, ...], split_seed: int, ou
     digest = hashlib.sha256(blob).hexdigest()
     path = None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         safe = data.info.name.replace(":", "_").replace("/", "_")
         path = out_dir / f"{safe}-seed{split_seed}-{digest[:12]}.json"
         if not path.exists():
-            tmp = path.with_suffix(f".tmp{id(blob)}")
-            tmp.write_bytes(blob)
-            tmp.replace(path)
+            atomic_write(path, lambda f: f.write(blob))
     return Split(parts["train"], parts["val"], parts["test"], digest, path)
 
 

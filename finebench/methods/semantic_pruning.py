@@ -35,10 +35,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from finebench.benchmark.budget import forward_flops
 from finebench.methods.base import Context, Method
-from finebench.methods.pruning import Pruner, forward_once, latency_ms, lowest_fraction
+from finebench.methods.pruning import ACTIVATIONS, Pruner, forward_once, latency_ms, lowest_fraction
 from finebench.methods.registry import register_method
 
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish)
 DISCRETE = ("zero", "33%", "66%", "median")
 _RATIO = {"33%": 1 / 3, "66%": 2 / 3, "median": 0.5}
 
