@@ -67,7 +67,9 @@ def cmd_run(args) -> int:
             print(f"{spec.run_id}  {'done' if store.has(spec.run_id) else 'todo'}  {spec.label}")
         return 0
     result = run_suite(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=args.quiet))
-    print(f"done: {len(result.done)} run(s) recorded, {len(result.skipped)} skipped (already recorded) in {args.out}")
+    extra = f" (+ {len(result.sources)} teacher/source run(s) they used)" if result.sources else ""
+    skipped = f"{len(result.skipped)} skipped (already recorded)"
+    print(f"done: {len(result.done)} run(s) recorded{extra}, {skipped} in {args.out}")
     return 0
 
 

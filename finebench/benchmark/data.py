@@ -57,6 +57,17 @@ class Batches:
     def num_samples(self) -> int:
         return len(self.indices)
 
+    def sample(self, n: int) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
+        """A fixed, spec-independent sample of up to `n` items for figures: the first item of each class in turn
+        (class 0, 1, ..., then each class's second item...). Returns normalised x, y, the uint8 pixels (n, H, W, 3)
+        and the items' dataset indices, so every method's figure shows the same images."""
+        pos = fixed_sample(self.labels.numpy(), n)
+        rows = self.indices[pos]
+        pixels = np.ascontiguousarray(self.images[rows])
+        x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)
+        x = ((x.float() - self.mean) / self.std).contiguous()
+        return x, self.labels[pos].to(self.device), pixels, rows
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -82,3 +93,14 @@ class Batches:
                 f = flips[pos].to(self.device)
                 x = torch.where(f.view(-1, 1, 1, 1), x.flip(3), x)
             yield x.contiguous(), self.labels[pos].to(self.device, non_blocking=True)
+
+
+def fixed_sample(labels: np.ndarray, n: int) -> np.ndarray:
+    """Positions of up to `n` items taken round-robin over the classes, each class's items in order."""
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    out: list[int] = []
+    depth = 0
+    while len(out) < min(n, len(labels)):
+        out += [int(items[depth]) for items in by_class if depth < len(items)][: n - len(out)]
+        depth += 1
+    return np.asarray(out, dtype=np.int64)

@@ -129,6 +129,8 @@ class Run:
 
     def __init__(self, spec: RunSpec, data_root: str | None, out_dir: Path, device: torch.device, reporter: Reporter):
         self.spec, self.data_root, self.out_dir, self.device, self.reporter = spec, data_root, out_dir, device, reporter
+        self.sources: dict[str, str] = {}
+        self.artifacts: dict[str, str] = {}
 
     def setup(self) -> None:
         spec, cfg = self.spec, self.spec.train
@@ -176,40 +178,59 @@ class Run:
         budget.charge("prepare", seconds=max(0.0, time.perf_counter() - t0 - charged))
         return model
 
-    def source_model(self, method_name: str, backbone: str | None = None) -> tuple[torch.nn.Module, str]:
-        """The best-val model of `method_name` (default config) on this run's dataset, seed and budget, on
-        `backbone` (default: this run's): loaded from the store when that run is recorded with its model, else
-        trained now and recorded. Either way its full cost is charged to this run as `source:<method>`."""
+    def source_model(
+        self,
+        method_name: str,
+        backbone: str | None = None,
+        weights: str | None = None,
+        seed: int | None = None,
+        role: str = "source",
+    ) -> tuple[torch.nn.Module, str]:
+        """The best-val model of `method_name` (default config) on this run's dataset and budget, on `backbone`
+        with `weights` and `seed` (defaults: this run's): loaded from the store when that run is recorded with its
+        model, else trained now and recorded. Either way its full cost is charged to this run as
+        `<role>:<method>` and its run id is kept in the record's `sources[role]`."""
         from finebench.results.store import ResultStore
 
         cls = METHODS.get(method_name)
         if not cls.keep_model:
             raise ValueError(f"method {method_name!r} does not keep its model, so it cannot serve as a source")
+        train = self.spec.train if weights is None else dataclasses.replace(self.spec.train, weights=weights)
         spec = RunSpec(
             method_name,
             dataclasses.asdict(cls.Config()),
             self.spec.dataset,
             backbone or self.spec.backbone,
-            self.spec.seed,
-            self.spec.train,
+            self.spec.seed if seed is None else seed,
+            train,
         )
         store = ResultStore(self.out_dir)
         record = store.get(spec.run_id)
         if record is None or not (self.out_dir / record.artifacts.get("model", "-")).exists():
-            self.reporter.print(f"  source model: training {spec.label} (run {spec.run_id})")
+            self.reporter.print(f"  {role} model: training {spec.label} (run {spec.run_id})")
             record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
             if not store.has(spec.run_id):
                 store.append(record)
+        else:
+            self.reporter.print(f"  {role} model: reusing {spec.label} (run {spec.run_id}), its cost charged again")
         model = create_backbone(spec.backbone, self.ctx.num_classes, "random").model
         model.load_state_dict(load_state_dict(self.out_dir / record.artifacts["model"]))
         cost = record.cost
         self.ctx.budget.charge(
-            f"source:{method_name}",
+            f"{role}:{method_name}",
             seconds=cost["total_seconds"] + cost.get("charged_seconds", 0.0),
             samples=cost["samples"],
             flops=cost.get("train_flops_estimate") or 0.0,
         )
+        self.sources[role] = spec.run_id
         return model.to(self.device), spec.run_id
+
+    def save_arrays(self, name: str, **arrays: np.ndarray) -> str:
+        """An .npz artifact beside the record (written atomically); returns its path relative to the store."""
+        rel = f"artifacts/{self.spec.run_id}/{name}.npz"
+        atomic_write(self.out_dir / rel, lambda f: np.savez_compressed(f, **arrays))
+        self.artifacts[name] = rel
+        return rel
 
     def save_model(self, state: dict[str, torch.Tensor]) -> str:
         """Write the best-val state beside the record (atomically); returns its path relative to the store."""
@@ -286,7 +307,8 @@ class Run:
         last["test"] = evaluate(method, model, self.test_loader, ctx.num_classes)
         model.load_state_dict(best_state)
         params = self.param_counts()
-        artifacts = {"model": self.save_model(best_state)} if method.keep_model else {}
+        if method.keep_model:
+            self.artifacts["model"] = self.save_model(best_state)
         if type(method).finalize is not Method.finalize:
             model = method.finalize(model, ctx)
             best["val_finalized"] = evaluate(method, model, self.loaders["val"], ctx.num_classes)
@@ -300,11 +322,14 @@ class Run:
             loader = {"val": self.loaders["val"], "test": test_loader}[split]
             return evaluate(method, m, loader, ctx.num_classes, keep_predictions=predictions)
 
+        def sample(split: str, n: int):
+            return {"val": self.loaders["val"], "test": test_loader}[split].sample(n)
+
         total_seconds = ctx.budget.elapsed()  # training, evaluation and finalize: the cost of the method's model
-        ctx.evaluate = post_selection_eval
+        ctx.evaluate, ctx.sample, ctx.save_arrays = post_selection_eval, sample, self.save_arrays
         t_analysis = time.perf_counter()
         extras = method.extras(model, ctx)
-        ctx.evaluate = None
+        ctx.evaluate = ctx.sample = ctx.save_arrays = None
         cost = ctx.budget.summary()
         # post-selection analyses (pruning sweeps...) are reported apart: they are not part of producing the model
         cost.update(setup_seconds=self.setup_seconds, total_seconds=total_seconds,
@@ -321,7 +346,8 @@ class Run:
             cost=cost,
             params=params,
             extras=extras,
-            artifacts=artifacts,
+            artifacts=dict(self.artifacts),
+            sources=dict(self.sources),
             started=started,
             finished=now(),
         )

@@ -62,6 +62,7 @@ def expand(suite: SuiteSpec) -> list[RunSpec]:
 class SuiteResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # teacher / source runs trained on the way (recorded too)
 
 
 def pick_device(name: str) -> torch.device:
@@ -79,10 +80,15 @@ def pick_device(name: str) -> torch.device:
 def preflight(runs: list[RunSpec], data_root: str | None, device: torch.device) -> None:
     """Fail before any training: every dataset present, every backbone built with its weights and run once at
     its resolution."""
+    from finebench.benchmark.runner import build_method
+
     classes = {name: build_dataset(name, data_root).info.num_classes for name in dict.fromkeys(r.dataset for r in runs)}
-    for dataset, backbone, weights, res in dict.fromkeys(
-        (r.dataset, r.backbone, r.train.weights, r.train.resolution) for r in runs
-    ):
+    needed = []
+    for r in runs:
+        needed.append((r.dataset, r.backbone, r.train.weights, r.train.resolution))
+        extra = build_method(r).extra_backbones(r)  # a teacher, say: checked now, not after hours of training
+        needed += [(r.dataset, b, w, r.train.resolution) for b, w in extra]
+    for dataset, backbone, weights, res in dict.fromkeys(needed):
         model = create_backbone(backbone, classes[dataset], weights).model.to(device).eval()
         try:
             with torch.no_grad():
@@ -105,12 +111,19 @@ def run_suite(
     result = SuiteResult()
     todo = [r for r in runs if not store.has(r.run_id)]
     result.skipped = [r.run_id for r in runs if store.has(r.run_id)]
+    todo_ids = {r.run_id for r in todo} | set(result.skipped)
     reporter.print(f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), device {dev}")
     for i, spec in enumerate(todo, 1):
+        if store.has(spec.run_id):  # trained meanwhile as another run's teacher or source model
+            reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id}): recorded meanwhile as a source")
+            result.skipped.append(spec.run_id)
+            continue
         reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id})")
         t0 = time.perf_counter()
         record = Run(spec, data_root, out, dev, reporter).execute()
         path = store.append(record)
+        known = {*result.sources, *result.done, *todo_ids}
+        result.sources += [rid for rid in record.sources.values() if rid not in known]
         best = record.best
         reporter.print(
             f"  best epoch {best['epoch']}: val top1 {best['val']['top1']:.1f}, test top1 {best['test']['top1']:.1f}"

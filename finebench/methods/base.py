@@ -55,9 +55,15 @@ class Context:
     # Set by the runner after selection, for `extras` analyses only (e.g. accuracy of a pruned copy):
     # evaluate(model, split) -> metrics, split "val" or "test". Never available while training or selecting.
     evaluate: Any = None
-    # source_model(method, backbone=None) -> (model, run id): the best-val model of another method on the same
-    # data, seed and budget, loaded when recorded or trained now; its whole cost is charged to this run.
+    # source_model(method, backbone=None, weights=None, seed=None, role="source") -> (model, run id): the best-val
+    # model of another method on the same data and budget, loaded when recorded or trained now; its whole cost is
+    # charged to this run as "<role>:<method>" and its run id kept in the record's `sources[role]`.
     source_model: Any = None
+    # Set for `extras` only: sample(split, n) -> (x, y, uint8 pixels, dataset indices), a fixed sample of val or
+    # test images (the same for every method); save_arrays(name, **arrays) -> path of an .npz artifact beside the
+    # record (attention maps for figures, say).
+    sample: Any = None
+    save_arrays: Any = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,11 @@ class Method:
 
     def __init__(self, config: Any) -> None:
         self.config = config
+
+    def extra_backbones(self, spec: RunSpec) -> list[tuple[str, str]]:
+        """(backbone, weights) pairs the method builds besides the run's own (a teacher, say), so that the suite's
+        preflight can check them before any training."""
+        return []
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         return model

@@ -22,6 +22,7 @@ class RunRecord:
     params: dict[str, int]  # trainable / total
     extras: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # files beside the record, relative to the store root
+    sources: dict[str, str] = field(default_factory=dict)  # role (teacher, source) -> run id of a model it used
     status: str = "ok"
     started: str = ""
     finished: str = ""
