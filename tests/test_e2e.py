@@ -6,7 +6,8 @@ import sys
 
 RUN = ["run", "--methods", "all", "--dataset", "synthetic:4x12", "--backbone", "test_resnet", "--weights", "random",
        "--epochs", "2", "--resolution", "48", "--seeds", "0,1", "batch_size=8",
-       "method_config.semantic-pruning.sweep=0.5", "method_config.filter-attention.prune_ratios=0.5"]  # fmt: skip
+       "method_config.semantic-pruning.sweep=0.5", "method_config.filter-attention.prune_ratios=0.5",
+       *(f"method_config.{m}.teacher=test_efficientnet" for m in ("kd", "attention-transfer", "at+kd"))]  # fmt: skip
 
 
 def bench(*args, cwd):
@@ -19,9 +20,13 @@ def test_run_records_skip_and_report(tmp_path):
     methods = METHODS.names()
     first = bench(*RUN, "--out", "res", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert f"done: {2 * len(methods)} run(s) recorded, 0 skipped" in first.stdout
+    # the distillation methods' teacher (cut-full on test_efficientnet, seed 0) is trained once, on the way
+    assert f"done: {2 * len(methods)} run(s) recorded (+ 1 teacher/source run(s) they used), 0 skipped" in first.stdout
     assert "epoch   2/2" in first.stdout  # plain per-epoch lines when not on a terminal
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "res" / "runs").glob("*.json"))]
+    teachers = [r for r in records if r["spec"]["backbone"] == "test_efficientnet"]
+    assert len(teachers) == 1 and teachers[0]["spec"]["method"] == "cut-full"
+    records = [r for r in records if r["spec"]["backbone"] == "test_resnet"]
     assert len(records) == 2 * len(methods)
     assert sorted(r["spec"]["method"] for r in records) == sorted(methods * 2)
     assert {r["spec"]["seed"] for r in records} == {0, 1}
@@ -42,15 +47,17 @@ def test_run_records_skip_and_report(tmp_path):
 
     again = bench(*RUN, "--out", "res", cwd=tmp_path)
     assert again.returncode == 0 and f"done: 0 run(s) recorded, {2 * len(methods)} skipped" in again.stdout
-    assert len(list((tmp_path / "res" / "runs").glob("*.json"))) == 2 * len(methods)
+    assert len(list((tmp_path / "res" / "runs").glob("*.json"))) == 2 * len(methods) + 1
 
     rep = bench("report", "--results", "res", "--out", "rep", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     md = (tmp_path / "rep" / "results.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-    assert [r.split("|")[1].strip().split(" (")[0] for r in rows] == methods  # registry order
+    table = next(t for t in md.split("### ") if t.startswith("synthetic:4x12 · test_resnet"))
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    names = [r.split("|")[1].strip().split(" (")[0] for r in rows]
+    assert names == [*methods, "teacher: cut-full"]  # registry order, then the teacher the students used
     assert "| filter-attention (prune_ratios=[0.5]) |" in md  # a non-default setting is named in its row
-    assert all(r.split("|")[2].strip() == "2" for r in rows)
+    assert all(r.split("|")[2].strip() == "2" for r in rows[:-1]) and rows[-1].split("|")[2].strip() == "1"
     assert (tmp_path / "rep" / "results.tex").read_text().count(r"\pm") >= len(methods)
 
 

@@ -1,11 +1,14 @@
-"""Tables (and later plots) written from the results store alone."""
+"""Tables and figures written from the results store alone."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finebench.reports.tables import latex, markdown, runs_frame, summarize
+from finebench.reports.figures import attention_figure
+from finebench.reports.tables import budget_key, latex, markdown, method_label, runs_frame, summarize
+from finebench.results.record import RunRecord
 from finebench.results.store import ResultStore
 
 
@@ -29,10 +32,35 @@ def write_report(results: Path, out: Path, fmt: str = "both") -> Report:
     summary = summarize(runs)
     out.mkdir(parents=True, exist_ok=True)
     report.markdown = markdown(summary)
+    figures = attention_figures(records, results, out, report)
     if fmt in ("md", "both"):
-        (out / "results.md").write_text("# finebench results\n\n" + report.markdown)
+        (out / "results.md").write_text("# finebench results\n\n" + report.markdown + figures)
         report.written.append(out / "results.md")
     if fmt in ("tex", "both"):
         (out / "results.tex").write_text(latex(summary))
         report.written.append(out / "results.tex")
     return report
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
+
+
+def attention_figures(records: list[RunRecord], results: Path, out: Path, report: Report) -> str:
+    """A figure of the saved attention maps for each (dataset, backbone, budget, method), from its lowest seed;
+    returns the Markdown section that shows them."""
+    chosen: dict[tuple, RunRecord] = {}
+    for r in sorted((r for r in records if "attention_maps" in r.artifacts), key=lambda r: r.spec["seed"]):
+        label = method_label(r.spec["method"], r.spec.get("method_config", {}))
+        chosen.setdefault((r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), label), r)
+    lines = []
+    for (dataset, backbone, budget, label), r in chosen.items():
+        src = Path(results) / r.artifacts["attention_maps"]
+        if not src.exists():
+            report.errors.append(f"{src}: attention maps of run {r.run_id} are missing")
+            continue
+        name = f"figures/attention-{slug(label)}-{slug(dataset)}-{slug(backbone)}-{budget}.png"
+        title = f"{label} · {dataset} · {backbone} · seed {r.spec['seed']} · test images"
+        report.written.append(attention_figure(src, out / name, title))
+        lines.append(f"### {title}\n\n![attention maps of {label}]({name})\n")
+    return "\n## Attention maps\n\n" + "\n".join(lines) if lines else ""

@@ -38,49 +38,78 @@ def method_label(method: str, config: dict) -> str:
     return method + (" (" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
 
 
+def run_row(r: RunRecord) -> dict:
+    train = r.spec["train"]
+    own = r.cost["total_seconds"]
+    charged = r.cost.get("charged_seconds", 0.0)
+    return {
+        "dataset": r.spec["dataset"],
+        "backbone": r.spec["backbone"],
+        "budget": budget_key(r.spec),
+        "epochs": train["epochs"],
+        "resolution": train["resolution"],
+        "method": method_label(r.spec["method"], r.spec.get("method_config", {})),
+        "method_name": r.spec["method"],
+        "seed": r.spec["seed"],
+        "commit": (r.env.get("commit") or "unknown")[:10],
+        "test_top1": r.best["test"]["top1"],
+        "test_top3": r.best["test"]["top3"],
+        "val_top1": r.best["val"]["top1"],
+        "last_test_top1": r.last["test"]["top1"],
+        "best_epoch": r.best["epoch"],
+        # charged phases (a teacher's or source model's training, a calibration pass) precede training: they
+        # count towards the time to best and the total; `own_seconds` is the method's own training and evaluation
+        "seconds_to_best": r.best["seconds_to_best"] + charged,
+        "own_seconds": own,
+        "total_seconds": own + charged,
+        "trainable": r.params["trainable"],
+        "total": r.params["total"],
+        "capped": bool(r.cost.get("capped")),
+        "split_hash": r.dataset["split_hash"],
+    }
+
+
+TEACHER = "teacher"  # method_name of the rows that show a distillation method's teacher
+
+
 def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
-    rows = []
+    """One row per finished run; a teacher used by a run also appears in that run's table (once per teacher run),
+    labelled `teacher: <method> (<backbone>)`, so a student, its distilled variants and their teacher sit together."""
+    records = [r for r in records if r.status == "ok"]
+    by_id = {r.run_id: r for r in records}
+    rows, teachers = [], set()
     for r in records:
-        if r.status != "ok":
+        row = run_row(r)
+        rows.append(row)
+        teacher = by_id.get(r.sources.get("teacher", ""))
+        if teacher is None or (row["dataset"], row["backbone"], row["budget"], teacher.run_id) in teachers:
             continue
-        train = r.spec["train"]
-        rows.append(
-            {
-                "dataset": r.spec["dataset"],
-                "backbone": r.spec["backbone"],
-                "budget": budget_key(r.spec),
-                "epochs": train["epochs"],
-                "resolution": train["resolution"],
-                "method": method_label(r.spec["method"], r.spec.get("method_config", {})),
-                "method_name": r.spec["method"],
-                "seed": r.spec["seed"],
-                "commit": (r.env.get("commit") or "unknown")[:10],
-                "test_top1": r.best["test"]["top1"],
-                "test_top3": r.best["test"]["top3"],
-                "val_top1": r.best["val"]["top1"],
-                "last_test_top1": r.last["test"]["top1"],
-                "best_epoch": r.best["epoch"],
-                # charged phases (a teacher, a calibration pass) precede training: they count towards both times
-                "seconds_to_best": r.best["seconds_to_best"] + r.cost.get("charged_seconds", 0.0),
-                "total_seconds": r.cost["total_seconds"] + r.cost.get("charged_seconds", 0.0),
-                "trainable": r.params["trainable"],
-                "total": r.params["total"],
-                "capped": bool(r.cost.get("capped")),
-                "split_hash": r.dataset["split_hash"],
-            }
-        )
+        teachers.add((row["dataset"], row["backbone"], row["budget"], teacher.run_id))
+        t = run_row(teacher)
+        label = f"teacher: {t['method']} ({t['backbone']})"
+        group = {k: row[k] for k in ("dataset", "backbone", "budget")}
+        rows.append(t | group | {"method": label, "method_name": TEACHER})
     return pd.DataFrame(rows)
 
 
-METRICS = ("test_top1", "test_top3", "val_top1", "last_test_top1", "best_epoch", "seconds_to_best", "total_seconds")
+METRICS = (
+    "test_top1",
+    "test_top3",
+    "val_top1",
+    "last_test_top1",
+    "best_epoch",
+    "seconds_to_best",
+    "own_seconds",
+    "total_seconds",
+)
 
 
 def method_rank(name: str) -> int:
-    """Registry order (the order `bench list methods` shows); unregistered names after, alphabetically."""
+    """Registry order (the order `bench list methods` shows); unregistered names after, teachers last."""
     from finebench.methods import METHODS
 
     names = METHODS.names()
-    return names.index(name) if name in names else len(names)
+    return names.index(name) if name in names else len(names) + (name == TEACHER)
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +150,8 @@ COLUMNS = (
     Column("last-epoch test top-1 (%)", r"last-epoch test top-1 (\%)", "last_test_top1", "pct"),
     Column("epochs to best", "epochs to best", "best_epoch", "num"),
     Column("time to best (s)", "time to best (s)", "seconds_to_best", "sec"),
-    Column("total time (s)", "total time (s)", "total_seconds", "sec"),
+    Column("own time (s)", "own time (s)", "own_seconds", "sec"),
+    Column("time incl. teacher/source (s)", "time incl. teacher/source (s)", "total_seconds", "sec"),
     Column("trainable / total params", "trainable / total params", "trainable", "params"),
 )
 
@@ -152,7 +182,9 @@ def caption(group: pd.DataFrame) -> str:
     capped = int(group["capped"].sum())
     text = (
         f"{first['dataset']} · {first['backbone']} · {int(first['epochs'])} epochs at {int(first['resolution'])} px "
-        f"(budget {first['budget']}) · seeds {','.join(seeds)} · mean ± std over seeds, test at the best-val epoch"
+        f"(budget {first['budget']}) · seeds {','.join(seeds)} · mean ± std over seeds, test at the best-val epoch · "
+        "time to best and time incl. teacher/source include charged phases (a teacher's or source model's training, "
+        "calibration); own time excludes them"
     )
     if capped:
         text += f" · {capped} run(s) stopped by the time budget"

@@ -1,0 +1,390 @@
+"""Attention transfer ("Paying More Attention to Attention", Zagoruyko & Komodakis 2017) and knowledge distillation.
+
+A teacher (a larger backbone fine-tuned with `cut-full` on the same training split, by the harness) guides the
+student. Attention map of a feature tensor A (B, C, H, W): Q = sum_c |A_c|^p (`sum^p`, p = 2 default), sum_c |A_c|
+(`sum`) or max_c |A_c|^p (`max^p`), flattened over H*W and L2-normalised per sample. Loss of one (student, teacher)
+stage pair: the mean over B*H*W of the squared difference of the normalised maps; when the two maps differ in
+size, the smaller (unnormalised) map is bilinearly resized to the larger before normalising. Total:
+CE + beta/2 * sum over pairs (beta = 1000), pairs being stage outputs (timm `feature_info`), the last two stages
+by default (the paper's fine-grained setting), aligned from the end when the two networks have different numbers
+of stages.
+
+Knowledge distillation: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) summed over classes and averaged over the
+batch, plus (1 - alpha) * CE (T = 4, alpha = 0.9). `at+kd` adds the AT term to that.
+
+Gradient-based attention transfer (`kind=gradient`, slower: double backprop): the same loss on the per-sample
+L2-normalised input gradients of the student's and the teacher's cross-entropy, instead of activation maps.
+
+Teacher: trained (or loaded from the store when already recorded) through `ctx.source_model`, so it is trained once
+per suite and reused by every method and seed that asks for the same teacher (`teacher_seed`, default 0, is the
+teacher's seed for all student seeds; null trains one teacher per student seed); its whole training cost is charged
+to every run that uses it (`teacher:cut-full`), and its forward FLOPs per step as `teacher_forward` (its forward
+time runs inside the student's step and is part of the train time). `teacher_checkpoint=PATH` uses a given state
+dict instead; its cost is then unknown and nothing is charged for it (the record says so).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from finebench.backbones import create_backbone
+from finebench.backbones.stages import stage_map
+from finebench.backbones.weights import WeightsError, load_state_dict
+from finebench.benchmark.budget import forward_flops
+from finebench.datasets.base import sha256_file
+from finebench.methods.base import Context, Method, Stage
+from finebench.methods.registry import register_method
+
+MODES = ("sum", "sum^p", "max^p")
+KINDS = ("activation", "gradient")
+# the paper's pairing (ResNet-34 -> ResNet-18) and, for the shipped EfficientNet-Lite weights, the largest one
+DEFAULT_TEACHERS = {
+    "efficientnet_lite0": "efficientnet_lite2",
+    "efficientnet_lite1": "efficientnet_lite2",
+    "resnet18": "resnet34",
+    "resnet34": "resnet50",
+    "resnet50": "resnet101",
+}
+
+
+def spatial_attention(x: Tensor, p: float = 2, mode: str = "sum^p") -> Tensor:
+    """(B, C, H, W) -> (B, H, W): the unnormalised attention map of a feature tensor (computed in float32)."""
+    a = x.float().abs()
+    if mode == "sum":
+        return a.sum(1)
+    if mode == "sum^p":
+        return a.pow(p).sum(1)
+    if mode == "max^p":
+        return a.pow(p).amax(1)
+    raise ValueError(f"attention map mode {mode!r} is not one of {', '.join(MODES)}")
+
+
+def normalise(q: Tensor) -> Tensor:
+    """(B, ...) -> (B, N): flattened and L2-normalised per sample."""
+    return F.normalize(q.flatten(1), dim=1, eps=1e-12)
+
+
+def attention_map(x: Tensor, p: float = 2, mode: str = "sum^p") -> Tensor:
+    """(B, C, H, W) -> (B, H*W): the per-sample L2-normalised attention map of the paper."""
+    return normalise(spatial_attention(x, p, mode))
+
+
+def match_size(qs: Tensor, qt: Tensor) -> tuple[Tensor, Tensor]:
+    """Bilinearly resize the smaller of two (B, H, W) maps to the other's size."""
+    if qs.shape[-2:] == qt.shape[-2:]:
+        return qs, qt
+
+    def resize(q: Tensor, size) -> Tensor:
+        return F.interpolate(q.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+    if qs.shape[-1] * qs.shape[-2] < qt.shape[-1] * qt.shape[-2]:
+        return resize(qs, qt.shape[-2:]), qt
+    return qs, resize(qt, qs.shape[-2:])
+
+
+def at_loss(s: Tensor, t: Tensor, p: float = 2, mode: str = "sum^p") -> Tensor:
+    """Attention-transfer loss of one stage pair, before beta/2: mean over B*H*W of the squared difference of the
+    normalised student (s) and teacher (t) maps; maps of different sizes are resized to the larger first."""
+    qs, qt = match_size(spatial_attention(s, p, mode), spatial_attention(t, p, mode))
+    return (normalise(qs) - normalise(qt)).pow(2).mean()
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+    """T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes and averaged over the batch (before alpha)."""
+    T = temperature
+    log_s = F.log_softmax(student_logits.float() / T, dim=1)
+    p_t = F.softmax(teacher_logits.float() / T, dim=1)
+    return T * T * F.kl_div(log_s, p_t, reduction="batchmean")
+
+
+def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(logits, d(sum of per-sample cross-entropies)/dx): each sample's own input gradient, no graph kept."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        grad = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)[0]
+    return logits.detach(), grad
+
+
+def gradient_at_loss(js: Tensor, jt: Tensor) -> Tensor:
+    """Gradient-based AT before beta/2: mean squared difference of per-sample L2-normalised input gradients."""
+    return (normalise(js) - normalise(jt)).pow(2).mean()
+
+
+def parse_pairs(pairs: str, n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+    """Stage pairs (student index, teacher index): `all`, `last`, `lastK`, or comma-separated 0-based student stage
+    indices. Stages are aligned from the end (the last student stage pairs with the last teacher stage)."""
+    n = min(n_student, n_teacher)
+    if pairs == "all":
+        chosen = list(range(n_student - n, n_student))
+    elif m := re.fullmatch(r"last(\d*)", pairs):
+        k = int(m.group(1) or 1)
+        if not 1 <= k <= n:
+            raise ValueError(f"attention pairs {pairs!r}: the networks have {n} stages in common; use last1..last{n}")
+        chosen = list(range(n_student - k, n_student))
+    elif re.fullmatch(r"\d+(,\d+)*", pairs):
+        chosen = sorted({int(v) for v in pairs.split(",")})
+        bad = [i for i in chosen if not n_student - n <= i < n_student]
+        if bad:
+            raise ValueError(
+                f"attention pairs {pairs!r}: stage(s) {bad} have no teacher partner; valid: {n_student - n}.."
+                f"{n_student - 1}"
+            )
+    else:
+        raise ValueError(f"attention pairs {pairs!r}: use all, last, lastK (e.g. last2) or stage indices like 3,4")
+    return [(i, i + n_teacher - n_student) for i in chosen]
+
+
+class FeatureTap:
+    """Keeps the outputs of named modules from the latest forward pass (forward hooks)."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.outputs: dict[str, Tensor] = {}
+        modules = dict(model.named_modules())
+        self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            self.outputs[name] = output
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    teacher: str = "auto"  # the teacher backbone; auto: DEFAULT_TEACHERS[student]
+    teacher_weights: str = "suite"  # the teacher's pretrained weights: suite (as the student) | default | random | PATH
+    teacher_checkpoint: str | None = None  # a fine-tuned teacher state dict: used as is, its cost not charged
+    teacher_seed: int | None = 0  # the teacher's seed for every student seed; null: the student's own seed
+    freeze_stages: int = 0  # the first N stages of the student stay frozen (the paper's CUB setting: 1)
+    freeze_bn: bool = False  # every BatchNorm of the student in eval mode (the paper's CUB setting: true)
+
+
+@dataclass(frozen=True)
+class KDConfig(TeacherConfig):
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the KD term; CE gets 1 - alpha
+
+
+@dataclass(frozen=True)
+class ATConfig(TeacherConfig):
+    beta: float = 1000.0
+    p: float = 2.0
+    mode: str = "sum^p"
+    pairs: str = "last2"
+    kind: str = "activation"  # activation | gradient (double backprop on input gradients; slower)
+
+
+@dataclass(frozen=True)
+class ATKDConfig(ATConfig):
+    temperature: float = 4.0
+    alpha: float = 0.9
+
+
+class Distillation(Method):
+    """A student trained with a teacher's guidance: CE (or KD) plus, for AT, the attention term."""
+
+    uses_at: ClassVar[bool] = False
+    uses_kd: ClassVar[bool] = False
+    figure_images: ClassVar[int] = 8
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        c = config
+        where = f"method_config.{self.name}"
+        if c.freeze_stages < 0:
+            raise ValueError(f"{where}.freeze_stages must be >= 0, got {c.freeze_stages}")
+        if self.uses_kd and (c.temperature <= 0 or not 0 <= c.alpha <= 1):
+            raise ValueError(f"{where}: temperature must be > 0 and alpha in [0, 1], got {c.temperature}, {c.alpha}")
+        if self.uses_at:
+            if c.mode not in MODES:
+                raise ValueError(f"{where}.mode {c.mode!r} is not one of {', '.join(MODES)}")
+            if c.kind not in KINDS:
+                raise ValueError(f"{where}.kind {c.kind!r} is not one of {', '.join(KINDS)}")
+            if c.p <= 0 or c.beta < 0:
+                raise ValueError(f"{where}: p must be > 0 and beta >= 0, got p={c.p}, beta={c.beta}")
+            parse_pairs(c.pairs, 99, 99)  # syntax only; the real stage counts are checked in prepare
+        if c.teacher_checkpoint is not None and not Path(c.teacher_checkpoint).is_file():
+            raise ValueError(f"{where}.teacher_checkpoint: no such file {c.teacher_checkpoint!r}")
+
+    # --- the teacher -------------------------------------------------------------------------------------------
+    def teacher_backbone(self, student: str) -> str:
+        if self.config.teacher != "auto":
+            return self.config.teacher
+        if student not in DEFAULT_TEACHERS:
+            known = ", ".join(f"{s}->{t}" for s, t in DEFAULT_TEACHERS.items())
+            raise ValueError(
+                f"method {self.name!r}: no default teacher for backbone {student!r} (defaults: {known}); "
+                f"set method_config.{self.name}.teacher=NAME"
+            )
+        return DEFAULT_TEACHERS[student]
+
+    def teacher_weights(self, suite_weights: str) -> str:
+        w = self.config.teacher_weights
+        if w != "suite":
+            return w
+        if suite_weights not in ("default", "random"):
+            raise ValueError(
+                f"method {self.name!r}: the suite's weights are a file for the student ({suite_weights}); give the "
+                f"teacher's with method_config.{self.name}.teacher_weights=PATH|default|random"
+            )
+        return suite_weights
+
+    def extra_backbones(self, spec) -> list[tuple[str, str]]:
+        name = self.teacher_backbone(spec.backbone)
+        if self.config.teacher_checkpoint is not None:
+            return [(name, "random")]
+        return [(name, self.teacher_weights(spec.train.weights))]
+
+    def load_teacher(self, ctx: Context) -> nn.Module:
+        name, cfg = self.teacher_backbone(ctx.spec.backbone), self.config
+        if cfg.teacher_checkpoint is None:
+            weights = self.teacher_weights(ctx.spec.train.weights)
+            teacher, run_id = ctx.source_model("cut-full", name, weights, cfg.teacher_seed, role="teacher")
+            self.teacher_info = {"backbone": name, "run_id": run_id, "weights": weights, "cost": "charged"}
+            return teacher
+        path = Path(cfg.teacher_checkpoint)
+        teacher = create_backbone(name, ctx.num_classes, "random").model
+        try:
+            teacher.load_state_dict(load_state_dict(path))
+        except RuntimeError as e:
+            raise WeightsError(
+                f"teacher checkpoint {path}: not a state dict of {name} with {ctx.num_classes} classes ({e})"
+            ) from e
+        self.teacher_info = {
+            "backbone": name,
+            "checkpoint": str(path.resolve()),
+            "sha256": sha256_file(path),
+            "cost": "not charged: a given checkpoint's training cost is unknown",
+        }
+        return teacher.to(ctx.device)
+
+    # --- the method --------------------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
+        teacher = self.load_teacher(ctx).eval()
+        teacher.requires_grad_(False)
+        self.teacher = teacher
+        self.teacher_flops = forward_flops(teacher, ctx.spec.train.resolution, ctx.device)
+        self.pending = 0
+        self.pairs: list[tuple[str, str]] = []
+        if self.uses_at and self.config.kind == "activation":
+            s_names, t_names = stage_map(model).stage_modules, stage_map(teacher).stage_modules
+            index = parse_pairs(self.config.pairs, len(s_names), len(t_names))
+            self.pairs = [(s_names[i], t_names[j]) for i, j in index]
+            self.student_tap = FeatureTap(model, [s for s, _ in self.pairs])
+            self.teacher_tap = FeatureTap(teacher, [t for _, t in self.pairs])
+        return model
+
+    def schedule(self, ctx: Context) -> list[Stage]:
+        n = self.config.freeze_stages
+        if n >= len(ctx.stages.stages):
+            raise ValueError(f"freeze_stages={n}: the backbone has only {len(ctx.stages.stages)} stages")
+        trainable = frozenset(ctx.stages.last(len(ctx.stages.stages) - n) + ctx.stages.head)
+        return [Stage(self.name, ctx.spec.train.epochs, trainable, bn="eval" if self.config.freeze_bn else "auto")]
+
+    def gradient_kind(self) -> bool:
+        return self.uses_at and self.config.kind == "gradient"
+
+    def forward(self, model: nn.Module, x: Tensor) -> Any:
+        if self.gradient_kind() and torch.is_grad_enabled():  # training: keep x to differentiate the loss by it
+            x = x.detach().requires_grad_(True)
+            self.inputs = x
+        return model(x)
+
+    def losses(self, model: nn.Module, batch: tuple[Tensor, Tensor], out: Any, ctx: Context) -> dict[str, Tensor]:
+        x, y = batch
+        cfg = self.config
+        if self.gradient_kind():
+            teacher_logits, jt = input_gradient(self.teacher, x, y)
+        else:
+            with torch.no_grad():
+                teacher_logits = self.teacher(x)
+        self.pending += len(y)
+        ce = F.cross_entropy(out, y)
+        if self.uses_kd:
+            terms = {"ce": (1 - cfg.alpha) * ce, "kd": cfg.alpha * kd_loss(out, teacher_logits, cfg.temperature)}
+        else:
+            terms = {"ce": ce}
+        if self.gradient_kind():  # double backprop: the student's input gradient keeps its graph
+            js = torch.autograd.grad(F.cross_entropy(out, y, reduction="sum"), self.inputs, create_graph=True)[0]
+            terms["at"] = cfg.beta / 2 * gradient_at_loss(js, jt)
+        elif self.uses_at:
+            s_out, t_out = self.student_tap.outputs, self.teacher_tap.outputs
+            terms["at"] = cfg.beta / 2 * sum(at_loss(s_out[s], t_out[t], cfg.p, cfg.mode) for s, t in self.pairs)
+        return terms
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, ctx: Context) -> None:
+        # the teacher's forward passes ran inside the student's steps (their time is train time); book their FLOPs
+        per_image = self.teacher_flops * (3 if self.gradient_kind() else 1)  # + the input-gradient backward
+        ctx.budget.charge("teacher_forward", samples=self.pending, flops=per_image * self.pending)
+        self.pending = 0
+
+    def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
+        out: dict[str, Any] = {"teacher": dict(self.teacher_info, flops_per_image=self.teacher_flops)}
+        if not self.pairs or ctx.sample is None:
+            return out
+        x, y, pixels, rows = ctx.sample("test", self.figure_images)
+        model.eval()
+        with torch.no_grad():
+            pred = model(x).argmax(1)
+            self.teacher(x)
+        arrays: dict[str, np.ndarray] = {"images": pixels, "labels": y.cpu().numpy(), "pred": pred.cpu().numpy()}
+        distance = {}
+        for s, t in self.pairs:
+            qs = spatial_attention(self.student_tap.outputs[s], self.config.p, self.config.mode)
+            qt = spatial_attention(self.teacher_tap.outputs[t], self.config.p, self.config.mode)
+            distance[s] = float(at_loss(self.student_tap.outputs[s], self.teacher_tap.outputs[t], self.config.p,
+                                        self.config.mode))  # fmt: skip
+            arrays[f"student {s}"] = unit_maps(qs)
+            arrays[f"teacher {t}"] = unit_maps(qt)
+        arrays["index"] = rows
+        ctx.save_arrays("attention_maps", **arrays)
+        out["attention_distance_test_sample"] = distance  # at_loss per pair on the figure's images
+        return out
+
+
+def unit_maps(q: Tensor) -> np.ndarray:
+    """(B, H, W) maps scaled to [0, 1] per image, float16, for figures."""
+    lo = q.flatten(1).amin(1).view(-1, 1, 1)
+    hi = q.flatten(1).amax(1).view(-1, 1, 1)
+    return ((q - lo) / (hi - lo).clamp(min=1e-12)).cpu().numpy().astype(np.float16)
+
+
+@register_method
+class AttentionTransfer(Distillation):
+    """Attention transfer from a fine-tuned larger teacher (activation maps of the last two stages)."""
+
+    name = "attention-transfer"
+    Config = ATConfig
+    uses_at = True
+
+
+@register_method
+class KnowledgeDistillation(Distillation):
+    """Knowledge distillation from a fine-tuned larger teacher (T = 4, alpha = 0.9)."""
+
+    name = "kd"
+    Config = KDConfig
+    uses_kd = True
+
+
+@register_method
+class AttentionTransferKD(Distillation):
+    """Attention transfer plus knowledge distillation from the same teacher."""
+
+    name = "at+kd"
+    Config = ATKDConfig
+    uses_at = True
+    uses_kd = True
