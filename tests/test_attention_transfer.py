@@ -101,7 +101,7 @@ def test_stage_pairs():
         parse_pairs("first2", 5, 5)
 
 
-def tiny_distillation(name, **config):
+def tiny_distillation(name, prepare=True, **config):
     """A method instance with a prepared student and teacher (test_efficientnet <- test_resnet, random weights)."""
     from finebench.backbones import create_backbone
     from finebench.backbones.stages import stage_map
@@ -120,7 +120,7 @@ def tiny_distillation(name, **config):
     ctx = Context(spec, 4, stage_map(student), BudgetMeter(1, 8), torch.device("cpu"))
     ctx.source_model = lambda *a, **k: (teacher, "teacher-run")
     method = build_method(spec)
-    return method, method.prepare(student, ctx), teacher, ctx
+    return method, method.prepare(student, ctx) if prepare else student, teacher, ctx
 
 
 def test_kd_and_at_terms_compose_the_loss():
@@ -233,3 +233,47 @@ def test_teacher_is_trained_once_reused_and_charged_to_every_student(tmp_path):
     kd = [c.strip().split(" ")[0] for c in rows["kd (teacher=test_resnet)"].split("|")]  # means of two seeds
     assert float(kd[incl]) == pytest.approx(float(kd[own]) + teacher_cost, abs=0.11)  # rounding to 0.1 s
     assert (tmp_path / "rep" / "figures").is_dir() and "## Attention maps" in md
+
+
+def test_a_teacher_trained_on_the_way_leaves_the_students_random_stream_as_a_loaded_one(tmp_path):
+    from finebench.benchmark.progress import Reporter
+    from finebench.benchmark.runner import Run
+    from finebench.benchmark.spec import build_suite
+    from finebench.benchmark.suite import expand
+
+    suite = {"methods": "kd", "backbones": "test_efficientnet", "datasets": "synthetic:4x12", "resolution": 32,
+             "weights": "random", "epochs": 1, "batch_size": 8,
+             "method_config": {"kd": {"teacher": "test_resnet"}}}  # fmt: skip
+    spec = expand(build_suite(suite))[0]
+
+    def stream_after_setup():
+        run = Run(spec, None, tmp_path, torch.device("cpu"), Reporter(quiet=True))
+        run.setup()
+        return run.sources["teacher"], torch.rand(4), np.random.rand(2)
+
+    trained = stream_after_setup()  # trains and records the teacher inside the student's setup
+    loaded = stream_after_setup()  # loads it from the store
+    assert trained[0] == loaded[0]
+    assert torch.equal(trained[1], loaded[1]) and np.array_equal(trained[2], loaded[2])
+
+
+def test_teacher_from_a_checkpoint_is_used_as_is_and_not_charged(tmp_path):
+    from finebench.backbones import create_backbone
+    from finebench.backbones.weights import WeightsError
+
+    torch.manual_seed(1)
+    given = create_backbone("test_resnet", 4, "random").model
+    good = tmp_path / "teacher.pt"
+    torch.save(given.state_dict(), good)
+    method, _, _, ctx = tiny_distillation("kd", prepare=False, teacher_checkpoint=str(good))
+    ctx.source_model = None  # must not be asked
+    teacher = method.load_teacher(ctx)
+    pairs = zip(teacher.state_dict().values(), given.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert method.teacher_info["checkpoint"] == str(good.resolve()) and "not charged" in method.teacher_info["cost"]
+    assert not ctx.budget.charges
+    wrong = tmp_path / "wrong.pt"
+    torch.save(create_backbone("test_resnet", 7, "random").model.state_dict(), wrong)
+    method, _, _, ctx = tiny_distillation("kd", prepare=False, teacher_checkpoint=str(wrong))
+    with pytest.raises(WeightsError, match="wrong.pt: not a state dict of test_resnet with 4 classes"):
+        method.load_teacher(ctx)

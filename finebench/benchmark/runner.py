@@ -7,6 +7,7 @@ evaluated once at the best-val state and once at the last state, never used for 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
@@ -38,6 +39,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Python's, NumPy's and torch's (CPU and CUDA) random states are restored on exit, so a nested run (a teacher
+    trained on the way) leaves its caller's random stream as if it had been loaded instead."""
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
 
 
 def now() -> str:
@@ -208,7 +222,8 @@ class Run:
         record = store.get(spec.run_id)
         if record is None or not (self.out_dir / record.artifacts.get("model", "-")).exists():
             self.reporter.print(f"  {role} model: training {spec.label} (run {spec.run_id})")
-            record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
+            with preserved_rng():
+                record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
             if not store.has(spec.run_id):
                 store.append(record)
         else:
