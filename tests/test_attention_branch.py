@@ -125,3 +125,23 @@ def test_map_kernel_and_bad_settings():
         net("test_resnet", map_kernel=5)
     with pytest.raises(ValueError, match="branch_init 'zeros'"):
         net("test_resnet", branch_init="zeros")
+
+
+def test_branch_layout_and_attention_logits_by_global_average_pooling():
+    abn, _ = net("test_efficientnet")
+    kinds = [type(m).__name__ for m in abn.branch]
+    assert kinds == ["Sequential", "BatchNorm2d", "Conv2d", "BatchNorm2d", "ReLU"]
+    conv = abn.branch[2]
+    assert conv.kernel_size == (1, 1) and conv.out_channels == K and abn.branch[1].num_features == conv.in_channels
+    assert abn.attention_head.kernel_size == (1, 1) and (
+        abn.attention_head.in_channels,
+        abn.attention_head.out_channels,
+    ) == (K, K)
+    assert abn.map_conv.out_channels == 1 and abn.map_bn.num_features == 1
+    abn.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a = abn.branch(abn.trunk(x))
+        out = abn(x)
+    assert torch.allclose(out.attention_logits, abn.attention_head(a).mean((2, 3)), atol=1e-6)
+    assert torch.allclose(out.attention, torch.sigmoid(abn.map_bn(abn.map_conv(a))), atol=1e-6)

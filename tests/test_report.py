@@ -78,3 +78,25 @@ def test_method_settings_get_their_own_rows_and_commits_are_flagged():
     md = markdown(summary_of([a, b]))
     assert "| cut-full | 1 | 80.0 |" in md and "| cut-full (freeze_bn=True) | 1 | 50.0 |" in md
     assert "WARNING: runs from different code commits" in md
+
+
+def test_teacher_rows_join_their_students_table_once_and_teachers_with_other_weights_stay_apart():
+    student = [make_record("kd", s, 70.0 + s, run_id=f"kd-{s}") for s in (0, 1)]
+    teacher = make_record("cut-full", 0, 90.0, run_id="teacher-a", seconds=100.0)
+    teacher.spec["backbone"] = "big_net"
+    for r in student:
+        r.sources = {"teacher": "teacher-a"}
+        r.cost["charged_seconds"] = 100.0
+    other = make_record("at+kd", 0, 75.0, run_id="atkd-0")
+    other.sources = {"teacher": "teacher-b"}
+    teacher_b = make_record("cut-full", 0, 80.0, run_id="teacher-b")
+    teacher_b.spec["backbone"] = "big_net"
+    teacher_b.spec["train"] = dict(teacher_b.spec["train"], weights="random")  # another teacher, same seed
+    md = markdown(summary_of([*student, teacher, other, teacher_b]))
+    table = next(t for t in md.split("### ") if t.startswith("synthetic · test_resnet"))
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    names = [r.split("|")[1].strip() for r in rows]
+    assert names[:2] == ["kd", "at+kd"]
+    assert names[2:] == ["teacher: cut-full (big_net)", "teacher: cut-full (big_net, weights=random)"]
+    kd = [c.strip() for c in rows[0].split("|")]
+    assert kd[9] == "10.0 ± 0.0" and kd[10] == "110.0 ± 0.0"  # own time; time including the teacher's 100 s

@@ -18,6 +18,13 @@ class StageMap:
     stages: tuple[tuple[str, ...], ...]  # parameter names per stage, input to output
     head: tuple[str, ...]  # classifier parameter names
     stage_modules: tuple[str, ...]  # the feature_info module that ends each stage
+    reductions: tuple[int, ...] = ()  # each stage's output stride (feature_info "reduction")
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """Indices of the stages after the stride-2 stem: ResNet layer1..layer4, EfficientNet blocks.1..blocks.6
+        (the "groups" of the attention-transfer paper)."""
+        return tuple(i for i, r in enumerate(self.reductions) if r >= 4) or tuple(range(len(self.stages)))
 
     def last(self, n: int) -> tuple[str, ...]:
         """Parameter names of the last `n` stages."""
@@ -63,4 +70,5 @@ def stage_map(model: nn.Module) -> StageMap:
             continue
         idx = min(bisect.bisect_left(ends, order[mod]), len(ends) - 1)
         stages[idx].append(name)
-    return StageMap(tuple(tuple(s) for s in stages), tuple(head), stage_modules)
+    reductions = tuple(int(f.get("reduction", 0)) for f in feature_info)
+    return StageMap(tuple(tuple(s) for s in stages), tuple(head), stage_modules, reductions)

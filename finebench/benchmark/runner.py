@@ -145,6 +145,8 @@ class Run:
         self.spec, self.data_root, self.out_dir, self.device, self.reporter = spec, data_root, out_dir, device, reporter
         self.sources: dict[str, str] = {}
         self.artifacts: dict[str, str] = {}
+        self.nested_seconds = 0.0  # wall time of source runs trained during this run's set-up
+        self.imported_seconds = 0.0  # recorded costs of source models charged to this run
 
     def setup(self) -> None:
         spec, cfg = self.spec, self.spec.train
@@ -179,17 +181,21 @@ class Run:
         if self.method.trains:
             check_schedule(self.stages, spec)
         self.data, self.split, self.backbone, self.loaders = data, split, backbone, loaders
-        self.setup_seconds = time.perf_counter() - t0
+        self.setup_seconds = time.perf_counter() - t0 - self.nested_seconds
 
     def charged_prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Run the method's `prepare` and charge its wall-clock time, less what it charged itself (a teacher's
         training, say), so that no preparation happens off the books."""
         budget = self.ctx.budget
         charged_before = sum(c.seconds for c in budget.charges.values())
+        imported_before, nested_before = self.imported_seconds, self.nested_seconds
         t0 = time.perf_counter()
         model = self.method.prepare(model, self.ctx)
-        charged = sum(c.seconds for c in budget.charges.values()) - charged_before
-        budget.charge("prepare", seconds=max(0.0, time.perf_counter() - t0 - charged))
+        wall = time.perf_counter() - t0 - (self.nested_seconds - nested_before)  # a source trained now is not prep
+        # charges made during prepare for time spent now (a calibration pass), not a source's recorded cost
+        live = sum(c.seconds for c in budget.charges.values()) - charged_before
+        live -= self.imported_seconds - imported_before
+        budget.charge("prepare", seconds=max(0.0, wall - live))
         return model
 
     def source_model(
@@ -222,18 +228,23 @@ class Run:
         record = store.get(spec.run_id)
         if record is None or not (self.out_dir / record.artifacts.get("model", "-")).exists():
             self.reporter.print(f"  {role} model: training {spec.label} (run {spec.run_id})")
+            t0 = time.perf_counter()
             with preserved_rng():
                 record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
             if not store.has(spec.run_id):
                 store.append(record)
+            self.nested_seconds += time.perf_counter() - t0  # charged below as the record's cost, as when loaded
+            reset_peak_memory()  # this run's peak GPU memory is its own, not the source's training
         else:
             self.reporter.print(f"  {role} model: reusing {spec.label} (run {spec.run_id}), its cost charged again")
         model = create_backbone(spec.backbone, self.ctx.num_classes, "random").model
         model.load_state_dict(load_state_dict(self.out_dir / record.artifacts["model"]))
         cost = record.cost
+        seconds = cost["total_seconds"] + cost.get("charged_seconds", 0.0)
+        self.imported_seconds += seconds
         self.ctx.budget.charge(
             f"{role}:{method_name}",
-            seconds=cost["total_seconds"] + cost.get("charged_seconds", 0.0),
+            seconds=seconds,
             samples=cost["samples"],
             flops=cost.get("train_flops_estimate") or 0.0,
         )

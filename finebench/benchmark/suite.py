@@ -88,6 +88,19 @@ def preflight(runs: list[RunSpec], data_root: str | None, device: torch.device) 
         needed.append((r.dataset, r.backbone, r.train.weights, r.train.resolution))
         extra = build_method(r).extra_backbones(r)  # a teacher, say: checked now, not after hours of training
         needed += [(r.dataset, b, w, r.train.resolution) for b, w in extra]
+    models: dict[tuple[str, int], torch.nn.Module] = {}
+
+    def structure_for(dataset: str):
+        def structure(backbone: str) -> torch.nn.Module:
+            key = (backbone, classes[dataset])
+            if key not in models:
+                models[key] = create_backbone(backbone, classes[dataset], "random").model.eval()
+            return models[key]
+
+        return structure
+
+    for r in runs:  # settings that depend on the networks' structure (stage counts, an insertable branch...)
+        build_method(r).preflight(r, structure_for(r.dataset))
     for dataset, backbone, weights, res in dict.fromkeys(needed):
         model = create_backbone(backbone, classes[dataset], weights).model.to(device).eval()
         try:

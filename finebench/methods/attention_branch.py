@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from finebench.backbones.stages import StageMap, module_of_param
+from finebench.backbones.stages import StageMap, module_of_param, stage_map
 from finebench.methods.base import Context, Method
 from finebench.methods.registry import register_method
 
@@ -234,6 +234,14 @@ class AttentionBranch(Method):
                 f"method_config.abn: mechanism {config.mechanism!r} (one of {', '.join(MECHANISMS)}), branch_init "
                 f"{config.branch_init!r} (one of {', '.join(INITS)}), map_kernel {config.map_kernel} (1 or 3)"
             )
+
+    def preflight(self, spec, structure) -> None:
+        """The branch must fit the backbone (a verified split) before any training."""
+        model = structure(spec.backbone)
+        try:
+            AttentionBranchNet(model, stage_map(model), 2, self.config.map_kernel)
+        except ValueError as e:
+            raise ValueError(f"method abn cannot use backbone {spec.backbone!r}: {e}") from e
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         c = self.config

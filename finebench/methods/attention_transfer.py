@@ -5,9 +5,10 @@ student. Attention map of a feature tensor A (B, C, H, W): Q = sum_c |A_c|^p (`s
 (`sum`) or max_c |A_c|^p (`max^p`), flattened over H*W and L2-normalised per sample. Loss of one (student, teacher)
 stage pair: the mean over B*H*W of the squared difference of the normalised maps; when the two maps differ in
 size, the smaller (unnormalised) map is bilinearly resized to the larger before normalising. Total:
-CE + beta/2 * sum over pairs (beta = 1000), pairs being stage outputs (timm `feature_info`), the last two stages
-by default (the paper's fine-grained setting), aligned from the end when the two networks have different numbers
-of stages.
+CE + beta/2 * sum over pairs (beta = 1000), pairs being the outputs of the networks' groups (timm `feature_info`
+stages after the stride-2 stem: ResNet layer1..layer4), the last two by default (the paper's fine-grained
+setting), aligned from the end when the two networks have different numbers of groups. The teacher sees each
+batch normalised with its own mean and std.
 
 Knowledge distillation: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) summed over classes and averaged over the
 batch, plus (1 - alpha) * CE (T = 4, alpha = 0.9). `at+kd` adds the AT term to that.
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from finebench.backbones import create_backbone
+from finebench.backbones import backbone_info, create_backbone, data_config
 from finebench.backbones.stages import stage_map
 from finebench.backbones.weights import WeightsError, load_state_dict
 from finebench.benchmark.budget import forward_flops
@@ -105,13 +106,30 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
     return T * T * F.kl_div(log_s, p_t, reduction="batchmean")
 
 
-def input_gradient(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """(logits, d(sum of per-sample cross-entropies)/dx): each sample's own input gradient, no graph kept."""
+def input_gradient(model: nn.Module, x: Tensor, y: Tensor, transform=None) -> tuple[Tensor, Tensor]:
+    """(logits, d(sum of per-sample cross-entropies)/dx) of model(transform(x)): each sample's own input gradient
+    with respect to x itself, no graph kept."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        logits = model(x)
+        logits = model(transform(x) if transform is not None else x)
         grad = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)[0]
     return logits.detach(), grad
+
+
+def renormaliser(student: str, teacher: str, device: torch.device):
+    """x normalised for the student -> the same pixels normalised for the teacher (identity when both backbones
+    use the same mean and std, as the default pairs do)."""
+    s = data_config(backbone_info(student).arch)
+    t = data_config(backbone_info(teacher).arch)
+    if s["mean"] == t["mean"] and s["std"] == t["std"]:
+        return lambda x: x
+
+    def view(v) -> Tensor:
+        return torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    scale = view(s["std"]) / view(t["std"])
+    shift = (view(s["mean"]) - view(t["mean"])) / view(t["std"])
+    return lambda x: x * scale + shift
 
 
 def gradient_at_loss(js: Tensor, jt: Tensor) -> Tensor:
@@ -119,28 +137,29 @@ def gradient_at_loss(js: Tensor, jt: Tensor) -> Tensor:
     return (normalise(js) - normalise(jt)).pow(2).mean()
 
 
-def parse_pairs(pairs: str, n_student: int, n_teacher: int) -> list[tuple[int, int]]:
-    """Stage pairs (student index, teacher index): `all`, `last`, `lastK`, or comma-separated 0-based student stage
-    indices. Stages are aligned from the end (the last student stage pairs with the last teacher stage)."""
-    n = min(n_student, n_teacher)
+def parse_pairs(pairs: str, student: tuple[int, ...], teacher: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(student stage, teacher stage) pairs among the two networks' groups (their stages after the stride-2 stem,
+    see StageMap.groups): `all`, `last`, `lastK`, or comma-separated 0-based group indices (0 = the first group
+    after the stem). Groups are aligned from the end: the last student group pairs with the last teacher group."""
+    n = min(len(student), len(teacher))
+    s_off, t_off = len(student) - n, len(teacher) - n
     if pairs == "all":
-        chosen = list(range(n_student - n, n_student))
+        chosen = list(range(n))
     elif m := re.fullmatch(r"last(\d*)", pairs):
         k = int(m.group(1) or 1)
         if not 1 <= k <= n:
-            raise ValueError(f"attention pairs {pairs!r}: the networks have {n} stages in common; use last1..last{n}")
-        chosen = list(range(n_student - k, n_student))
+            raise ValueError(f"pairs={pairs!r}: the networks have {n} groups in common; use last1..last{n} or all")
+        chosen = list(range(n - k, n))
     elif re.fullmatch(r"\d+(,\d+)*", pairs):
-        chosen = sorted({int(v) for v in pairs.split(",")})
-        bad = [i for i in chosen if not n_student - n <= i < n_student]
+        chosen = sorted({int(v) - s_off for v in pairs.split(",")})
+        bad = [i + s_off for i in chosen if not 0 <= i < n]
         if bad:
             raise ValueError(
-                f"attention pairs {pairs!r}: stage(s) {bad} have no teacher partner; valid: {n_student - n}.."
-                f"{n_student - 1}"
+                f"pairs={pairs!r}: group(s) {bad} have no teacher partner; valid groups: {s_off}..{s_off + n - 1}"
             )
     else:
-        raise ValueError(f"attention pairs {pairs!r}: use all, last, lastK (e.g. last2) or stage indices like 3,4")
-    return [(i, i + n_teacher - n_student) for i in chosen]
+        raise ValueError(f"pairs={pairs!r}: use all, last, lastK (e.g. last2) or group indices like 2,3")
+    return [(student[s_off + i], teacher[t_off + i]) for i in chosen]
 
 
 class FeatureTap:
@@ -168,7 +187,7 @@ class TeacherConfig:
     teacher_weights: str = "suite"  # the teacher's pretrained weights: suite (as the student) | default | random | PATH
     teacher_checkpoint: str | None = None  # a fine-tuned teacher state dict: used as is, its cost not charged
     teacher_seed: int | None = 0  # the teacher's seed for every student seed; null: the student's own seed
-    freeze_stages: int = 0  # the first N stages of the student stay frozen (the paper's CUB setting: 1)
+    freeze_stages: int = 0  # the first N stages (stem included) stay frozen (the paper's CUB setting: 2)
     freeze_bn: bool = False  # every BatchNorm of the student in eval mode (the paper's CUB setting: true)
 
 
@@ -215,9 +234,36 @@ class Distillation(Method):
                 raise ValueError(f"{where}.kind {c.kind!r} is not one of {', '.join(KINDS)}")
             if c.p <= 0 or c.beta < 0:
                 raise ValueError(f"{where}: p must be > 0 and beta >= 0, got p={c.p}, beta={c.beta}")
-            parse_pairs(c.pairs, 99, 99)  # syntax only; the real stage counts are checked in prepare
+            self.where(parse_pairs, c.pairs, tuple(range(9)), tuple(range(9)))  # syntax; the counts: preflight
         if c.teacher_checkpoint is not None and not Path(c.teacher_checkpoint).is_file():
             raise ValueError(f"{where}.teacher_checkpoint: no such file {c.teacher_checkpoint!r}")
+        if c.teacher != "auto":
+            try:
+                backbone_info(c.teacher)
+            except ValueError as e:
+                raise ValueError(f"{where}.teacher={c.teacher!r}: {e}") from e
+        w = c.teacher_weights
+        if w not in ("suite", "default", "random") and not Path(w).is_file():
+            raise ValueError(f"{where}.teacher_weights={w!r}: not suite, default, random or an existing weights file")
+
+    def where(self, fn, *args):
+        """Call fn; a ValueError it raises names this method's config key."""
+        try:
+            return fn(*args)
+        except ValueError as e:
+            raise ValueError(f"method_config.{self.name}.{e}") from e
+
+    def preflight(self, spec, structure) -> None:
+        student = stage_map(structure(spec.backbone))
+        n = self.config.freeze_stages
+        if n >= len(student.stages):
+            raise ValueError(
+                f"method_config.{self.name}.freeze_stages={n}: {spec.backbone} has {len(student.stages)} stages; "
+                f"use 0..{len(student.stages) - 1}"
+            )
+        if self.uses_at and self.config.kind == "activation":
+            teacher = stage_map(structure(self.teacher_backbone(spec.backbone)))
+            self.where(parse_pairs, self.config.pairs, student.groups, teacher.groups)
 
     # --- the teacher -------------------------------------------------------------------------------------------
     def teacher_backbone(self, student: str) -> str:
@@ -277,12 +323,13 @@ class Distillation(Method):
         teacher.requires_grad_(False)
         self.teacher = teacher
         self.teacher_flops = forward_flops(teacher, ctx.spec.train.resolution, ctx.device)
+        self.renormalise = renormaliser(ctx.spec.backbone, self.teacher_backbone(ctx.spec.backbone), ctx.device)
         self.pending = 0
         self.pairs: list[tuple[str, str]] = []
         if self.uses_at and self.config.kind == "activation":
-            s_names, t_names = stage_map(model).stage_modules, stage_map(teacher).stage_modules
-            index = parse_pairs(self.config.pairs, len(s_names), len(t_names))
-            self.pairs = [(s_names[i], t_names[j]) for i, j in index]
+            s_map, t_map = stage_map(model), stage_map(teacher)
+            index = self.where(parse_pairs, self.config.pairs, s_map.groups, t_map.groups)
+            self.pairs = [(s_map.stage_modules[i], t_map.stage_modules[j]) for i, j in index]
             self.student_tap = FeatureTap(model, [s for s, _ in self.pairs])
             self.teacher_tap = FeatureTap(teacher, [t for _, t in self.pairs])
         return model
@@ -290,7 +337,7 @@ class Distillation(Method):
     def schedule(self, ctx: Context) -> list[Stage]:
         n = self.config.freeze_stages
         if n >= len(ctx.stages.stages):
-            raise ValueError(f"freeze_stages={n}: the backbone has only {len(ctx.stages.stages)} stages")
+            raise ValueError(f"method_config.{self.name}.freeze_stages={n}: the backbone has {len(ctx.stages.stages)}")
         trainable = frozenset(ctx.stages.last(len(ctx.stages.stages) - n) + ctx.stages.head)
         return [Stage(self.name, ctx.spec.train.epochs, trainable, bn="eval" if self.config.freeze_bn else "auto")]
 
@@ -307,14 +354,15 @@ class Distillation(Method):
         x, y = batch
         cfg = self.config
         if self.gradient_kind():
-            teacher_logits, jt = input_gradient(self.teacher, x, y)
+            teacher_logits, jt = input_gradient(self.teacher, x, y, self.renormalise)
         else:
             with torch.no_grad():
-                teacher_logits = self.teacher(x)
+                teacher_logits = self.teacher(self.renormalise(x))
         self.pending += len(y)
         ce = F.cross_entropy(out, y)
-        if self.uses_kd:
-            terms = {"ce": (1 - cfg.alpha) * ce, "kd": cfg.alpha * kd_loss(out, teacher_logits, cfg.temperature)}
+        if self.uses_kd:  # both terms carry their weights: their sum is what trains
+            kd = cfg.alpha * kd_loss(out, teacher_logits, cfg.temperature)
+            terms = {"ce_weighted": (1 - cfg.alpha) * ce, "kd": kd}
         else:
             terms = {"ce": ce}
         if self.gradient_kind():  # double backprop: the student's input gradient keeps its graph
@@ -339,7 +387,7 @@ class Distillation(Method):
         model.eval()
         with torch.no_grad():
             pred = model(x).argmax(1)
-            self.teacher(x)
+            self.teacher(self.renormalise(x))
         arrays: dict[str, np.ndarray] = {"images": pixels, "labels": y.cpu().numpy(), "pred": pred.cpu().numpy()}
         distance = {}
         for s, t in self.pairs:

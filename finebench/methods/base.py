@@ -89,6 +89,11 @@ class Method:
         preflight can check them before any training."""
         return []
 
+    def preflight(self, spec: RunSpec, structure: Any) -> None:
+        """Check settings that depend on the network's structure before any training; raise ValueError naming the
+        setting. structure(backbone) -> a model of that backbone with random weights (shared: do not modify)."""
+        return None
+
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         return model
 

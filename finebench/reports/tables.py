@@ -86,7 +86,9 @@ def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
             continue
         teachers.add((row["dataset"], row["backbone"], row["budget"], teacher.run_id))
         t = run_row(teacher)
-        label = f"teacher: {t['method']} ({t['backbone']})"
+        weights = teacher.spec["train"].get("weights", "default")
+        differs = weights != r.spec["train"].get("weights", "default")  # the student's weights are the default
+        label = f"teacher: {t['method']} ({t['backbone']}" + (f", weights={weights})" if differs else ")")
         group = {k: row[k] for k in ("dataset", "backbone", "budget")}
         rows.append(t | group | {"method": label, "method_name": TEACHER})
     return pd.DataFrame(rows)

@@ -40,4 +40,4 @@ def test_step_vs_cut_full_step(benchmark, method):
     full, other = loop_for("cut-full"), loop_for(name, **({"kind": kind} if kind else {}))
     key = f"ratio_{method.replace(':', '_')}_over_full"
     ratio = interleaved_ratio(benchmark, lambda: full.step(x, y), lambda: other.step(x, y), key)
-    assert ratio > 0 and other.steps >= 1 and set(other.epoch_losses()) >= {"ce"}
+    assert ratio > 0 and other.steps >= 1 and other.epoch_losses()
