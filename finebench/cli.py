@@ -1,4 +1,4 @@
-"""`bench`: run, report, list, fetch. Thin: parse, call, print."""
+"""`bench`: run, report, list, fetch, verify. Thin: parse, call, print."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ RUN_FLAGS = {
     "lr": "lr",
     "resolution": "resolution",
     "time_budget": "time_budget",
+    "skip_bad_images": "skip_bad_images",
 }
 
 
@@ -39,6 +40,12 @@ def add_run(sub) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--resolution", type=int, help="image size in pixels (default: the backbone's)")
     p.add_argument("--time-budget", help="wall-clock cap per run, e.g. 10m; a capped run stops cleanly")
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_const",
+        const=True,
+        help="leave unreadable images out (the record counts them) instead of refusing the dataset",
+    )
     p.add_argument("--out", default="results", help="results folder (default: results/)")
     p.add_argument("--data-root", help="data root (default: $FINEBENCH_DATA, then the user cache dir)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -92,21 +99,54 @@ def cmd_report(args) -> int:
 
 
 def add_list(sub) -> None:
-    p = sub.add_parser("list", help="what is registered")
+    p = sub.add_parser("list", help="what is registered (datasets: and whether each is under the data root)")
     p.add_argument("what", choices=("methods", "datasets", "backbones"))
+    p.add_argument("--data-root", help="data root for `list datasets` (default: $FINEBENCH_DATA, then the cache dir)")
+    p.add_argument("--verbose", "-v", action="store_true", help="datasets: classes, images, source and license")
 
 
 def cmd_list(args) -> int:
     from finebench.backbones import BACKBONES
-    from finebench.datasets import DATASETS
+    from finebench.datasets import DATASETS, data_root, presence
     from finebench.methods import METHODS
 
     registry = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}[args.what]
     width = max(len(e.name) for e in registry)
+    if args.what == "datasets":
+        print(f"data root: {data_root(args.data_root)}")
     for entry in registry:
-        print(f"{entry.name:<{width}}  {entry.description}")
+        if args.what == "datasets":
+            print(f"{entry.name:<{width}}  {presence(entry.name, args.data_root):<7}  {entry.description}")
+            if args.verbose:
+                print(f"{'':<{width}}           {entry.factory().facts}")
+        else:
+            print(f"{entry.name:<{width}}  {entry.description}")
     if args.what == "backbones":
         print(f"{'(any timm name)':<{width}}  other timm CNNs, with --weights PATH, hub weights when online, or random")
+    return 0
+
+
+def add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="decode every image of a dataset; list the missing, corrupt or unreadable")
+    p.add_argument("name")
+    p.add_argument("--data-root", help="data root (default: $FINEBENCH_DATA, then the user cache dir)")
+
+
+def cmd_verify(args) -> int:
+    from finebench.datasets import build_dataset
+    from finebench.datasets.cache import decode_all
+
+    data = build_dataset(args.name, args.data_root)  # annotations parsed, every listed file present
+    where = data.info.root or "(generated)"
+    print(f"{args.name}: {len(data)} images, {data.info.num_classes} classes under {where}; decoding every image")
+    _, bad = decode_all(data, 32, "squash", "bilinear")
+    for i in sorted(bad):
+        print(f"  bad: {data.ids[i]}: {bad[i]}")
+    if bad:
+        print(f"{args.name}: {len(bad)} of {len(data)} images cannot be read (re-fetch them, or run with "
+              "--skip-bad-images)")  # fmt: skip
+        return 1
+    print(f"{args.name}: all {len(data)} images readable; manifest {data.info.manifest_hash}")
     return 0
 
 
@@ -138,13 +178,13 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "fetch": cmd_fetch}
+COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "fetch": cmd_fetch, "verify": cmd_verify}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="finebench: fine-grained transfer learning, one budget")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (add_run, add_report, add_list, add_fetch):
+    for add in (add_run, add_report, add_list, add_fetch, add_verify):
         add(sub)
     return p
 

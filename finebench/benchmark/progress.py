@@ -39,6 +39,21 @@ class Reporter:
         if self._progress is not None:
             self._progress.update(self._task, advance=1, info=info)
 
+    def counter(self, label: str):
+        """A progress(done, total) callback for long preparations (image caching): a bar on a terminal, one line
+        when done otherwise. Silent when never called (nothing to do)."""
+        started: list[float] = []
+
+        def progress(done: int, total: int) -> None:
+            if not started:
+                started.append(time.perf_counter())
+                self.start_epoch(label, total)
+            self.step()
+            if done == total:
+                self.end_epoch(f"  {label}: {total} done in {fmt_seconds(time.perf_counter() - started[0])}")
+
+        return progress
+
     def end_epoch(self, line: str) -> None:
         if self._progress is not None:
             self._progress.stop()

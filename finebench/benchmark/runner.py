@@ -153,9 +153,16 @@ class Run:
         seed_everything(spec.seed)
         t0 = time.perf_counter()
         data = build_dataset(spec.dataset, self.data_root)
-        split = make_split(data, cfg.split, cfg.split_seed, self.out_dir / "splits")
         backbone = create_backbone(spec.backbone, data.info.num_classes, cfg.weights)
-        images = cached_images(data, cfg.resolution, cfg.resize, backbone.interpolation)
+        images, self.bad_images = cached_images(
+            data, cfg.resolution, cfg.resize, backbone.interpolation, progress=self.reporter.counter("caching images"),
+            skip_bad=cfg.skip_bad_images,
+        )  # fmt: skip
+        keep = np.setdiff1d(np.arange(len(data)), self.bad_images)
+        split = make_split(data.subset(keep) if self.bad_images else data, cfg.split, cfg.split_seed,
+                           self.out_dir / "splits")  # fmt: skip
+        if self.bad_images:  # the split is of the readable items; map it back to positions in the full set
+            split = dataclasses.replace(split, train=keep[split.train], val=keep[split.val], test=keep[split.test])
         train_idx = cap_per_class(split.train, data.labels, cfg.train_per_class)
 
         def batches(idx, bs, train):
@@ -395,6 +402,8 @@ class Run:
             "source": info.source,
             "root": info.root,
             "split_hash": self.split.hash,
+            "split_policy": self.split.policy,
+            "skipped_bad_images": len(self.bad_images),
             "split_file": str(self.split.path.relative_to(self.out_dir)) if self.split.path else None,
             "sizes": {
                 "train": self.loaders["train"].num_samples,

@@ -54,6 +54,12 @@ class TrainConfig:
     train_per_class: int | None = None  # cap on train images per class (quick runs and tests); None: all
     select_metric: str = "top1"  # val metric that picks the best epoch
     time_budget: float | None = None  # optional wall-clock cap per run, seconds
+    skip_bad_images: bool = False  # leave unreadable images out (counted in the record) instead of refusing the data
+
+
+# Fields added after the first release: left out of the run id while they hold their default, so that the ids of
+# runs recorded before they existed stay valid.
+LATER_FIELDS: dict[str, Any] = {"skip_bad_images": False}
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,11 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        payload = json.dumps({"v": SPEC_VERSION, **self.to_dict()}, sort_keys=True, separators=(",", ":"))
+        spec = self.to_dict()
+        for key, default in LATER_FIELDS.items():
+            if spec["train"].get(key) == default:
+                del spec["train"][key]
+        payload = json.dumps({"v": SPEC_VERSION, **spec}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property

@@ -42,9 +42,37 @@ class ImageSet:
     read: Callable[[int, int, str, str], np.ndarray]
     cacheable: bool = True  # False: cheap to regenerate, kept in memory only
     extra: dict = field(default_factory=dict)
+    # the dataset's own train/test partition (item indices), when it has one: the test split is then the official
+    # test set and val is carved, stratified, from the official train set
+    official: dict[str, np.ndarray] | None = None
+    paths: list[Path] | None = None  # the image files, for `bench verify`
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def subset(self, keep: np.ndarray) -> ImageSet:
+        """The items at positions `keep` (sorted), with their official partition and reader re-indexed."""
+        keep = np.sort(np.asarray(keep, dtype=np.int64))
+        position = {int(old): new for new, old in enumerate(keep)}
+        official = None
+        if self.official is not None:
+            official = {k: np.array([position[i] for i in v if i in position], dtype=np.int64)
+                        for k, v in self.official.items()}  # fmt: skip
+        read = self.read
+
+        def read_kept(i: int, resolution: int, resize: str, interpolation: str) -> np.ndarray:
+            return read(int(keep[i]), resolution, resize, interpolation)
+
+        return ImageSet(
+            self.info,
+            [self.ids[i] for i in keep],
+            self.labels[keep],
+            read_kept,
+            self.cacheable,
+            dict(self.extra),
+            official,
+            [self.paths[i] for i in keep] if self.paths is not None else None,
+        )
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:

@@ -7,53 +7,89 @@ under the cache dir and memory-mapped by every later run.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from finebench.datasets.base import ImageSet, cache_dir
+from finebench.datasets.base import DatasetError, ImageSet, cache_dir
 from finebench.results.atomic import atomic_write
 
-_MEMO: dict[str, np.ndarray] = {}
+_MEMO: dict[str, tuple[np.ndarray, dict[int, str]]] = {}
 
 
 def cache_key(data: ImageSet, resolution: int, resize: str, interpolation: str) -> str:
-    raw = f"{data.info.manifest_hash}:{data.info.root}:{len(data)}:{resolution}:{resize}:{interpolation}"
+    parts = (data.info.name, data.info.manifest_hash, data.info.root, len(data), resolution, resize, interpolation)
+    raw = ":".join(str(p) for p in parts)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def decode_all(data: ImageSet, resolution: int, resize: str, interpolation: str, progress=None) -> np.ndarray:
-    out = np.empty((len(data), resolution, resolution, 3), dtype=np.uint8)
+def decode_all(
+    data: ImageSet, resolution: int, resize: str, interpolation: str, progress=None
+) -> tuple[np.ndarray, dict[int, str]]:
+    """All images decoded in parallel threads; returns the array and {index: reason} of the items that could not
+    be read (left black in the array)."""
+    out = np.zeros((len(data), resolution, resolution, 3), dtype=np.uint8)
+    bad: dict[int, str] = {}
 
     def work(i: int) -> None:
-        out[i] = data.read(i, resolution, resize, interpolation)
+        try:
+            out[i] = data.read(i, resolution, resize, interpolation)
+        except DatasetError:
+            raise  # a checksum mismatch: the copy is not the official one, never skipped
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for truncated or foreign files
+            bad[i] = f"{type(e).__name__}: {e}"
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for n, _ in enumerate(pool.map(work, range(len(data))), 1):
             if progress is not None:
                 progress(n, len(data))
-    return out
+    return out, bad
+
+
+def bad_images_message(data: ImageSet, bad: dict[int, str]) -> str:
+    names = [f"{data.ids[i]} ({bad[i]})" for i in sorted(bad)[:10]]
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    where = f" under {data.info.root}" if data.info.root else ""
+    return (
+        f"dataset {data.info.name!r}: {len(bad)} image(s) cannot be read{where}: {'; '.join(names)}{more}. "
+        f"`bench verify {data.info.name}` lists every bad file; re-fetch them, or run with --skip-bad-images to "
+        "leave them out (the record counts them)."
+    )
 
 
 def cached_images(
-    data: ImageSet, resolution: int, resize: str, interpolation: str, root: Path | None = None, progress=None
-) -> np.ndarray:
-    """All images of `data` as an (N, R, R, 3) uint8 array, from the cache when present."""
+    data: ImageSet,
+    resolution: int,
+    resize: str,
+    interpolation: str,
+    root: Path | None = None,
+    progress=None,
+    skip_bad: bool = False,
+) -> tuple[np.ndarray, list[int]]:
+    """All images of `data` as an (N, R, R, 3) uint8 array, from the cache when present, and the sorted indices of
+    unreadable items. Unreadable items are an error (naming them) unless `skip_bad`."""
     key = cache_key(data, resolution, resize, interpolation)
-    if key in _MEMO:
-        return _MEMO[key]
-    if not data.cacheable:
-        arr = decode_all(data, resolution, resize, interpolation, progress)
-    else:
-        safe = data.info.name.replace(":", "_").replace("/", "_")
-        path = (root or cache_dir() / "images") / f"{safe}-{resolution}-{resize}-{key}.npy"
-        if not path.exists():
-            arr = decode_all(data, resolution, resize, interpolation, progress)
-            atomic_write(path, lambda f: np.save(f, arr))
-        arr = np.load(path, mmap_mode="r")
-        if arr.shape != (len(data), resolution, resolution, 3):
-            raise ValueError(f"image cache {path} has shape {arr.shape}; delete it to rebuild")
-    _MEMO[key] = arr
-    return arr
+    if key not in _MEMO:
+        if not data.cacheable:
+            arr, bad = decode_all(data, resolution, resize, interpolation, progress)
+        else:
+            safe = data.info.name.replace(":", "_").replace("/", "_")
+            path = (root or cache_dir() / "images") / f"{safe}-{resolution}-{resize}-{key}.npy"
+            bad_path = path.with_suffix(".bad.json")
+            if not path.exists():
+                arr, bad = decode_all(data, resolution, resize, interpolation, progress)
+                # the list of unreadable items first: a reader that sees the array also sees the list
+                atomic_write(bad_path, lambda f: f.write(json.dumps({str(k): v for k, v in bad.items()}).encode()))
+                atomic_write(path, lambda f: np.save(f, arr))
+            arr = np.load(path, mmap_mode="r")
+            if arr.shape != (len(data), resolution, resolution, 3):
+                raise ValueError(f"image cache {path} has shape {arr.shape}; delete it to rebuild")
+            bad = {int(k): v for k, v in json.loads(bad_path.read_text()).items()} if bad_path.exists() else {}
+        _MEMO[key] = (arr, bad)
+    arr, bad = _MEMO[key]
+    if bad and not skip_bad:
+        raise DatasetError(bad_images_message(data, bad))
+    return arr, sorted(bad)

@@ -1,0 +1,154 @@
+"""The dataset loaders on tiny trees in each official format (see dataset_fixtures.py)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from finebench.datasets import build_dataset
+from finebench.datasets.base import DatasetError
+from finebench.datasets.cache import cached_images
+from finebench.datasets.split import make_split
+
+from dataset_fixtures import CUB_CLASSES, make_cub, make_folder, make_inat
+
+
+def bench(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "finebench.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_cub_classes_official_split_and_determinism(tmp_path):
+    make_cub(tmp_path, per_class=8, test_per_class=3)
+    data = build_dataset("cub200", tmp_path)
+    assert data.info.classes == tuple(CUB_CLASSES) and len(data) == 24
+    assert data.labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    assert data.ids[0].startswith("images/001.Black_footed_Albatross/")
+    split = make_split(data, (0.7, 0.15, 0.15), 0, tmp_path / "splits")
+    assert split.policy == "official"
+    test_ids = {data.ids[i] for i in split.test}
+    official_test = {line.split()[0] for line in (tmp_path / "CUB_200_2011" / "train_test_split.txt").read_text()
+                     .splitlines() if line.split()[1] == "0"}  # fmt: skip
+    assert len(test_ids) == 9 and len(official_test) == 9  # the official test set is the test split, whole
+    assert set(split.train) | set(split.val) == set(data.official["train"]) and not set(split.val) & set(split.train)
+    assert np.bincount(data.labels[split.val]).tolist() == [1, 1, 1]  # val carved per class from official train
+    again = make_split(build_dataset("cub200", tmp_path), (0.7, 0.15, 0.15), 0, None)
+    assert again.hash == split.hash and np.array_equal(again.val, split.val)
+    other = make_split(data, (0.7, 0.15, 0.15), 1, None)
+    assert np.array_equal(other.test, split.test) and other.hash != split.hash  # a new seed re-carves val only
+
+
+def test_cub_bbox_variant_crops_to_the_box(tmp_path):
+    make_cub(tmp_path)
+    plain = build_dataset("cub200", tmp_path)
+    boxed = build_dataset("cub200:bbox", tmp_path)
+    assert plain.info.manifest_hash == boxed.info.manifest_hash and boxed.info.name == "cub200:bbox"
+    full = plain.read(0, 16, "squash", "bilinear")
+    crop = boxed.read(0, 16, "squash", "bilinear")
+    assert crop.mean() > 240  # all white: the box only
+    assert full.mean() < 200  # mostly the coloured background
+    a, _ = cached_images(plain, 16, "squash", "bilinear", root=tmp_path / "cache")
+    b, _ = cached_images(boxed, 16, "squash", "bilinear", root=tmp_path / "cache")
+    assert not np.array_equal(a, b)  # two caches, not one shared by mistake
+
+
+def test_cub_errors_name_the_file(tmp_path):
+    folder = make_cub(tmp_path)
+    (folder / "train_test_split.txt").write_text("1 1\n2 1\n")
+    with pytest.raises(DatasetError, match=r"train_test_split.txt: no entry for image id\(s\) \[3, 4"):
+        build_dataset("cub200", tmp_path)
+    make_cub(tmp_path)
+    (folder / "images" / CUB_CLASSES[1]).rename(folder / "moved")
+    with pytest.raises(DatasetError, match="8 of 24 images listed by the annotations are missing.*Laysan"):
+        build_dataset("cub200", tmp_path)
+    with pytest.raises(DatasetError, match=r"not found: .*CUB_200_2011 does not exist.*bench fetch cub200"):
+        build_dataset("cub200", tmp_path / "empty")
+
+
+def test_bench_run_on_a_cub_tree(tmp_path):
+    make_cub(tmp_path / "data")
+    out = bench("run", "--methods", "cut-fc", "--dataset", "cub200", "--data-root", str(tmp_path / "data"),
+                "--backbone", "test_resnet", "--weights", "random", "--epochs", "1", "--resolution", "32",
+                "batch_size=8", "--quiet", "--out", "res", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "res" / "runs").glob("*.json")]
+    assert record["dataset"]["name"] == "cub200" and record["dataset"]["num_classes"] == 3
+    assert record["dataset"]["sizes"]["test"] == 9 and record["dataset"]["split_policy"] == "official"
+    assert record["dataset"]["sizes"]["train"] + record["dataset"]["sizes"]["val"] == 15
+
+
+@pytest.mark.parametrize("year", ["2018", "2021"])
+def test_inat_amphibian_filter_across_years(tmp_path, year):
+    make_inat(tmp_path, year, per_class=4)
+    name = {"2018": "inat-amphibia", "2021": "inat:2021:supercategory=Amphibians"}[year]
+    data = build_dataset(name, tmp_path)
+    # three amphibian species of the four taxa, in category-id order; the bird and the unannotated image left out
+    assert data.info.classes == ("Rana temporaria", "Bufo bufo", "Ambystoma mexicanum")
+    assert len(data) == 12 and data.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert all("Turdus" not in i and "/2/" not in i for i in data.ids)
+    if year == "2021":  # the same animals by another field
+        assert build_dataset("inat:2021:class=Amphibia", tmp_path).ids == data.ids
+    split = make_split(data, (0.5, 0.25, 0.25), 0, None)
+    assert split.policy == "stratified" and len(split.test) == 3 and len(split.val) == 3
+    assert data.read(0, 8, "squash", "bilinear").shape == (8, 8, 3)
+
+
+def test_inat_errors_list_what_exists(tmp_path):
+    make_inat(tmp_path, "2018")
+    with pytest.raises(DatasetError, match="no category has supercategory='Amphibians'; values: Amphibia, Aves"):
+        build_dataset("inat:2018:supercategory=Amphibians", tmp_path)
+    with pytest.raises(DatasetError, match="no field 'colour'; fields: class, id, kingdom, name, supercategory"):
+        build_dataset("inat:2018:colour=green", tmp_path)
+    with pytest.raises(DatasetError, match="train2019.json does not exist"):
+        build_dataset("inat:2019:supercategory=Amphibians", tmp_path)
+
+
+def test_folder_tree_and_train_test_layout(tmp_path):
+    make_folder(tmp_path / "plain")
+    data = build_dataset(f"folder:{tmp_path / 'plain'}")
+    assert data.info.classes == ("ash", "elm", "oak") and len(data) == 18 and data.official is None
+    make_folder(tmp_path / "parts" / "train", per_class=5)
+    make_folder(tmp_path / "parts" / "test", per_class=2)
+    parts = build_dataset(f"folder:{tmp_path / 'parts'}")
+    assert len(parts) == 21 and len(parts.official["test"]) == 6
+    assert make_split(parts, (0.7, 0.15, 0.15), 0, None).policy == "official"
+    with pytest.raises(DatasetError, match="need at least 2"):
+        build_dataset(f"folder:{tmp_path / 'plain' / 'oak'}")
+
+
+def test_a_corrupt_image_is_named_verified_and_skippable(tmp_path):
+    root = make_folder(tmp_path / "tree")
+    bad = root / "elm" / "img3.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
+    data = build_dataset(f"folder:{root}")
+    with pytest.raises(DatasetError, match=r"1 image\(s\) cannot be read.*elm/img3.jpg.*--skip-bad-images"):
+        cached_images(data, 16, "squash", "bilinear", root=tmp_path / "cache")
+    _, skipped = cached_images(data, 16, "squash", "bilinear", root=tmp_path / "cache", skip_bad=True)
+    assert [data.ids[i] for i in skipped] == ["elm/img3.jpg"]
+
+    verify = bench("verify", f"folder:{root}", cwd=tmp_path)
+    assert verify.returncode == 1 and "bad: elm/img3.jpg" in verify.stdout and "1 of 18 images" in verify.stdout
+    args = ["run", "--methods", "cut-fc", "--dataset", f"folder:{root}", "--backbone", "test_resnet", "--weights",
+            "random", "--epochs", "1", "--resolution", "32", "batch_size=4", "--quiet", "--out", "res"]  # fmt: skip
+    refused = bench(*args, cwd=tmp_path)
+    assert refused.returncode == 2 and "elm/img3.jpg" in refused.stderr
+    assert not (tmp_path / "res" / "runs").exists()
+    run = bench(*args, "--skip-bad-images", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "res" / "runs").glob("*.json")]
+    assert record["dataset"]["skipped_bad_images"] == 1 and record["spec"]["train"]["skip_bad_images"] is True
+    sizes = record["dataset"]["sizes"]
+    assert sizes["train"] + sizes["val"] + sizes["test"] == 17
+    split = json.loads((tmp_path / "res" / record["dataset"]["split_file"]).read_text())
+    assert "elm/img3.jpg" not in split["train"] + split["val"] + split["test"]
+
+
+def test_list_datasets_shows_what_is_present(tmp_path):
+    make_cub(tmp_path / "data")
+    out = bench("list", "datasets", "--data-root", str(tmp_path / "data"), cwd=tmp_path).stdout
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "present" in lines["cub200"] and "absent" in lines["inat-amphibia"] and "absent" in lines["flowers17"]
+    assert {"stanford-cars", "fgvc-aircraft", "folder", "inat", "dtd", "food101", "oxford-pets"} <= set(lines)
+    verbose = bench("list", "datasets", "-v", cwd=tmp_path).stdout
+    assert "11,788 images" in verbose and "CUB_200_2011.tgz" in verbose
