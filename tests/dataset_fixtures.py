@@ -95,3 +95,20 @@ def make_folder(root: Path, classes=("oak", "ash", "elm"), per_class: int = 6) -
         for k in range(per_class):
             jpeg(root / cls / f"img{k}.jpg", (80 * c, 40 * k, 100))
     return root
+
+
+def make_dtd(root: Path, classes=("banded", "dotted"), per_split: int = 3) -> Path:
+    """torchvision's DTD layout under our <data root>/dtd/ (torchvision's root): dtd/dtd/images/<class>/<file>.jpg and
+    dtd/dtd/labels/{train,val,test}1.txt, as torchvision's own download extracts it."""
+    data = root / "dtd" / "dtd" / "dtd"
+    k = 0
+    for split in ("train", "val", "test"):
+        lines = []
+        for c, cls in enumerate(classes):
+            for _ in range(per_split):
+                k += 1
+                jpeg(data / "images" / cls / f"{cls}_{k:04d}.jpg", (100 * c, 50, 50))
+                lines.append(f"{cls}/{cls}_{k:04d}.jpg")
+        (data / "labels").mkdir(parents=True, exist_ok=True)
+        (data / "labels" / f"{split}1.txt").write_text("\n".join(lines) + "\n")
+    return data

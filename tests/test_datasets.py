@@ -12,7 +12,7 @@ from finebench.datasets.base import DatasetError
 from finebench.datasets.cache import cached_images
 from finebench.datasets.split import make_split
 
-from dataset_fixtures import CUB_CLASSES, make_cub, make_folder, make_inat
+from dataset_fixtures import CUB_CLASSES, make_cub, make_dtd, make_folder, make_inat
 
 
 def bench(*args, cwd):
@@ -152,3 +152,16 @@ def test_list_datasets_shows_what_is_present(tmp_path):
     assert {"stanford-cars", "fgvc-aircraft", "folder", "inat", "dtd", "food101", "oxford-pets"} <= set(lines)
     verbose = bench("list", "datasets", "-v", cwd=tmp_path).stdout
     assert "11,788 images" in verbose and "CUB_200_2011.tgz" in verbose
+
+
+def test_torchvision_sets_use_torchvisions_file_lists_and_official_test(tmp_path):
+    make_dtd(tmp_path)
+    data = build_dataset("dtd", tmp_path)
+    assert data.info.classes == ("banded", "dotted") and len(data) == 18
+    assert len(data.official["test"]) == 6 and len(data.official["train"]) == 12  # train + val pooled
+    assert all(data.ids[i].startswith("dtd/dtd/images/") for i in data.official["test"])
+    assert data.read(0, 8, "squash", "bilinear").shape == (8, 8, 3)
+    with pytest.raises(DatasetError, match="dataset 'food101' not found or incomplete.*bench fetch food101"):
+        build_dataset("food101", tmp_path)
+    with pytest.raises(DatasetError, match="nothing downloads it.*devkit/cars_meta.mat"):
+        build_dataset("stanford-cars", tmp_path)

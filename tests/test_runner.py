@@ -97,7 +97,37 @@ def test_balanced_sampler_makes_classes_equally_likely():
     from finebench.benchmark.data import Batches
 
     labels = np.array([0] * 90 + [1] * 10)
-    images = np.zeros((100, 1, 1, 3), dtype=np.uint8)
+    images = np.zeros((100, 3, 1, 1), dtype=np.uint8)
     b = Batches(images, labels, np.arange(100), 50, (0,) * 3, (1,) * 3, torch.device("cpu"), seed=0, balanced=True)
     seen = torch.cat([y for ep in range(20) for _, y in (b.set_epoch(ep) or b)])
     assert len(seen) == 2000 and 0.45 < (seen == 1).float().mean() < 0.55
+
+
+def test_random_resized_crops_run_on_the_cached_tensors_and_replay_per_epoch():
+    import numpy as np
+    import torch
+
+    from finebench.benchmark.data import Batches, crop_boxes, resized_crops
+
+    size = 16
+    half = np.zeros((1, size, size, 3), dtype=np.uint8)
+    half[:, :, size // 2 :] = 255  # left half black, right half white
+    x = torch.from_numpy(half).permute(0, 3, 1, 2).float()
+    right = resized_crops(x, torch.tensor([[size / 2, 0.0, float(size), float(size)]]))
+    assert right.shape == x.shape and right[..., 2:].min() > 254  # the right half, stretched to the full size
+    boxes = crop_boxes(1000, size, torch.Generator().manual_seed(0))
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= size + 1e-4).all()
+    share = w * h / size**2
+    assert share.min() > 0.3 and share.max() <= 1.0 + 1e-6 and 0.5 < share.mean() < 0.8
+
+    images = np.random.default_rng(0).integers(0, 255, (8, 3, size, size), dtype=np.uint8)
+    labels = np.arange(8) % 2
+    b = Batches(images, labels, np.arange(8), 4, (0.5,) * 3, (0.5,) * 3, torch.device("cpu"), True, True, 3, crop=True)
+    first = [x for x, _ in b]
+    again = [x for x, _ in b]
+    b.set_epoch(1)
+    other = [x for x, _ in b]
+    assert first[0].shape == (4, 3, size, size)
+    assert all(torch.equal(a, c) for a, c in zip(first, again, strict=True))  # replayable
+    assert not torch.equal(first[0], other[0])  # each epoch its own crops

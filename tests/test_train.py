@@ -51,7 +51,7 @@ def test_cosine_and_constant_schedules():
 
 
 def make_batches(n, bs, **kw):
-    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1).repeat(2, 1).repeat(2, 2).repeat(3, 3)
+    images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1).repeat(3, 1).repeat(2, 2).repeat(2, 3)
     return Batches(images, np.arange(n) % 3, np.arange(n), bs, (0.0,) * 3, (1 / 255,) * 3, torch.device("cpu"), **kw)
 
 

@@ -9,11 +9,34 @@ import torch
 from torch import Tensor
 
 
+def crop_boxes(n: int, size: int, gen: torch.Generator, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)) -> Tensor:
+    """n random crops (x1, y1, x2, y2) of a size x size image: area share in `scale`, aspect ratio in `ratio`
+    (log-uniform), position uniform; the crops are resized back to size x size (random-resized-crop)."""
+    area = torch.empty(n).uniform_(*scale, generator=gen) * size * size
+    log_r = torch.empty(n).uniform_(float(np.log(ratio[0])), float(np.log(ratio[1])), generator=gen)
+    r = torch.exp(log_r)
+    w = torch.sqrt(area * r).clamp(1, size)
+    h = torch.sqrt(area / r).clamp(1, size)
+    x1 = torch.rand(n, generator=gen) * (size - w)
+    y1 = torch.rand(n, generator=gen) * (size - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+
+
+def resized_crops(x: Tensor, boxes: Tensor) -> Tensor:
+    """Each image's box, bilinearly resampled to the image's own size (on x's device)."""
+    from torchvision.ops import roi_align
+
+    rois = torch.cat([torch.arange(len(x), device=x.device, dtype=x.dtype)[:, None], boxes.to(x.dtype)], dim=1)
+    return roi_align(x, rois, output_size=x.shape[-2:], spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
 class Batches:
-    """Iterates (x, y) batches over `indices` of a cached (N, H, W, 3) uint8 array.
+    """Iterates (x, y) batches over `indices` of a cached (N, 3, H, W) uint8 array (channel-first, so a batch is a
+    gather and one float pass: no transposition per epoch).
 
     The order and the flip decisions of epoch e depend only on (seed, e), so a run is a pure function of its
-    spec and any epoch can be replayed. Pixels travel as uint8 and are normalised on `device`. `balanced` draws each
+    spec and any epoch can be replayed. Pixels travel as uint8 and are normalised on `device`; augmentation
+    (flips, random-resized crops) runs on those tensors, so the cache is never decoded again. `balanced` draws each
     epoch's |indices| items with replacement, each class equally likely (the filter-attention paper's sampler).
     """
 
@@ -30,11 +53,12 @@ class Batches:
         flip: bool = False,
         seed: int = 0,
         balanced: bool = False,
+        crop: bool = False,
     ) -> None:
         self.images, self.indices = images, np.asarray(indices, dtype=np.int64)
         self.labels = torch.as_tensor(np.asarray(labels)[self.indices], dtype=torch.long)
         self.batch_size, self.device = batch_size, device
-        self.shuffle, self.flip, self.seed, self.balanced = shuffle, flip, seed, balanced
+        self.shuffle, self.flip, self.seed, self.balanced, self.crop = shuffle, flip, seed, balanced, crop
         counts = torch.bincount(self.labels)
         self.class_weights = (1.0 / counts.clamp(min=1).double())[self.labels]  # per item: 1 / its class count
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
@@ -64,9 +88,8 @@ class Batches:
         pos = fixed_sample(self.labels.numpy(), n)
         rows = self.indices[pos]
         pixels = np.ascontiguousarray(self.images[rows])
-        x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)
-        x = ((x.float() - self.mean) / self.std).contiguous()
-        return x, self.labels[pos].to(self.device), pixels, rows
+        x = torch.from_numpy(pixels).to(self.device).float().sub_(self.mean).div_(self.std)
+        return x, self.labels[pos].to(self.device), np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)), rows
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -81,18 +104,21 @@ class Batches:
         else:
             order = torch.arange(n)
         flips = torch.rand(n, generator=gen) < 0.5 if self.flip else None
+        boxes = crop_boxes(n, self.images.shape[-1], gen) if self.crop else None
         for start, end in self.bounds():
             pos = order[start:end]
             rows = self.indices[pos.numpy()]
             sort = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memory-mapped cache
             pixels = np.empty((len(rows),) + self.images.shape[1:], dtype=np.uint8)
             pixels[sort] = self.images[rows[sort]]
-            x = torch.from_numpy(pixels).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-            x = (x.float() - self.mean) / self.std
-            if flips is not None:
+            x = torch.from_numpy(pixels).to(self.device, non_blocking=True)
+            if flips is not None:  # on the uint8 pixels: a quarter of the bytes of the float batch
                 f = flips[pos].to(self.device)
-                x = torch.where(f.view(-1, 1, 1, 1), x.flip(3), x)
-            yield x.contiguous(), self.labels[pos].to(self.device, non_blocking=True)
+                x[f] = x[f].flip(-1)
+            x = x.float().sub_(self.mean).div_(self.std)
+            if boxes is not None:
+                x = resized_crops(x, boxes[pos].to(self.device))
+            yield x, self.labels[pos].to(self.device, non_blocking=True)
 
 
 def fixed_sample(labels: np.ndarray, n: int) -> np.ndarray:

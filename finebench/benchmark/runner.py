@@ -168,8 +168,8 @@ class Run:
         def batches(idx, bs, train):
             return Batches(
                 images, data.labels, idx, bs, backbone.mean, backbone.std, self.device,
-                shuffle=train, flip=train and cfg.augment == "flip", seed=spec.seed,
-                balanced=train and cfg.sampler == "balanced",
+                shuffle=train, flip=train and cfg.augment in ("flip", "rrc"), seed=spec.seed,
+                balanced=train and cfg.sampler == "balanced", crop=train and cfg.augment == "rrc",
             )  # fmt: skip
 
         loaders = {

@@ -26,7 +26,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "adamw", "adam"),
     "scheduler": ("cosine", "constant"),
     "resize": ("center-crop", "squash"),
-    "augment": ("flip", "none"),
+    "augment": ("flip", "rrc", "none"),
     "sampler": ("uniform", "balanced"),
     "select_metric": ("top1", "top3", "mean_class"),
 }
@@ -47,7 +47,7 @@ class TrainConfig:
     scheduler: str = "cosine"  # per optimiser step, over the run's whole budget
     resolution: int | None = None  # None: the backbone's pretrained input size
     resize: str = "center-crop"  # center-crop: shorter side to resolution, then crop; squash: no crop
-    augment: str = "flip"
+    augment: str = "flip"  # flip: horizontal flips; rrc: random-resized crops (area 35-100 %) + flips; none
     sampler: str = "uniform"  # uniform: each train item once per epoch; balanced: classes equally likely
     split_seed: int = 0
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / val / test fractions, stratified by class

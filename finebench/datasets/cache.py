@@ -1,4 +1,4 @@
-"""Decoded, resized images kept as one uint8 array per (dataset manifest, resolution, resize policy).
+"""Decoded, resized images kept as one uint8 array (N, 3, R, R) per (dataset manifest, resolution, resize policy).
 
 An epoch then costs model time, not JPEG time. The array is built once (in parallel threads), saved atomically
 under the cache dir and memory-mapped by every later run.
@@ -21,7 +21,8 @@ _MEMO: dict[str, tuple[np.ndarray, dict[int, str]]] = {}
 
 
 def cache_key(data: ImageSet, resolution: int, resize: str, interpolation: str) -> str:
-    parts = (data.info.name, data.info.manifest_hash, data.info.root, len(data), resolution, resize, interpolation)
+    info = data.info
+    parts = (info.name, info.manifest_hash, info.root, len(data), resolution, resize, interpolation, "chw")
     raw = ":".join(str(p) for p in parts)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -31,12 +32,12 @@ def decode_all(
 ) -> tuple[np.ndarray, dict[int, str]]:
     """All images decoded in parallel threads; returns the array and {index: reason} of the items that could not
     be read (left black in the array)."""
-    out = np.zeros((len(data), resolution, resolution, 3), dtype=np.uint8)
+    out = np.zeros((len(data), 3, resolution, resolution), dtype=np.uint8)  # channel-first: batches need no transpose
     bad: dict[int, str] = {}
 
     def work(i: int) -> None:
         try:
-            out[i] = data.read(i, resolution, resize, interpolation)
+            out[i] = data.read(i, resolution, resize, interpolation).transpose(2, 0, 1)
         except DatasetError:
             raise  # a checksum mismatch: the copy is not the official one, never skipped
         except Exception as e:  # noqa: BLE001 - PIL raises many types for truncated or foreign files
@@ -69,7 +70,7 @@ def cached_images(
     progress=None,
     skip_bad: bool = False,
 ) -> tuple[np.ndarray, list[int]]:
-    """All images of `data` as an (N, R, R, 3) uint8 array, from the cache when present, and the sorted indices of
+    """All images of `data` as an (N, 3, R, R) uint8 array, from the cache when present, and the sorted indices of
     unreadable items. Unreadable items are an error (naming them) unless `skip_bad`."""
     key = cache_key(data, resolution, resize, interpolation)
     if key not in _MEMO:
@@ -85,7 +86,7 @@ def cached_images(
                 atomic_write(bad_path, lambda f: f.write(json.dumps({str(k): v for k, v in bad.items()}).encode()))
                 atomic_write(path, lambda f: np.save(f, arr))
             arr = np.load(path, mmap_mode="r")
-            if arr.shape != (len(data), resolution, resolution, 3):
+            if arr.shape != (len(data), 3, resolution, resolution):
                 raise ValueError(f"image cache {path} has shape {arr.shape}; delete it to rebuild")
             bad = {int(k): v for k, v in json.loads(bad_path.read_text()).items()} if bad_path.exists() else {}
         _MEMO[key] = (arr, bad)
