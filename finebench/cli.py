@@ -151,29 +151,37 @@ def cmd_verify(args) -> int:
 
 
 def add_fetch(sub) -> None:
-    p = sub.add_parser("fetch", help="download a dataset, verify every file, extract under the data root")
+    p = sub.add_parser("fetch", help="download a dataset (resumable), check it, extract safely under the data root")
     p.add_argument("name")
     p.add_argument("--data-root", help="data root (default: $FINEBENCH_DATA, then the user cache dir)")
     p.add_argument("--archive", help="use this already-downloaded archive instead of downloading")
+    p.add_argument("--annotations", help="iNat: the annotation file (.json or the official .tar.gz) already here")
     p.add_argument("--url", help="download from this URL instead of the official one (a mirror)")
+    p.add_argument("--md5", help="iNat images archive: expected MD5 (default: the official one; none: do not check)")
 
 
 def cmd_fetch(args) -> int:
+    from finebench.datasets import check_name, family
     from finebench.datasets.base import DatasetError, data_root
     from finebench.datasets.fetch import FETCHERS
 
-    if args.name not in FETCHERS:
+    check_name(args.name)
+    if family(args.name) not in FETCHERS:
         raise DatasetError(f"bench fetch: no fetcher for {args.name!r}; fetchable: {', '.join(FETCHERS)}")
     root = data_root(args.data_root)
     root.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"archive": Path(args.archive) if args.archive else None}
     if args.url:
         kwargs["url"] = args.url
+    if args.annotations:
+        kwargs["annotations"] = Path(args.annotations)
+    if args.md5:
+        kwargs["md5"] = None if args.md5.lower() == "none" else args.md5.lower()
 
     def progress(done: int, total: int | None) -> None:
         print(f"\r  {done / 2**20:.1f} MiB" + (f" of {total / 2**20:.1f} MiB" if total else ""), end="", flush=True)
 
-    target = FETCHERS[args.name](root, progress=progress, **kwargs)
+    target = FETCHERS[family(args.name)](root, args.name, progress=progress, **kwargs)
     print(f"\n{args.name}: verified and ready in {target}")
     return 0
 

@@ -165,3 +165,90 @@ def test_torchvision_sets_use_torchvisions_file_lists_and_official_test(tmp_path
         build_dataset("food101", tmp_path)
     with pytest.raises(DatasetError, match="nothing downloads it.*devkit/cars_meta.mat"):
         build_dataset("stanford-cars", tmp_path)
+
+
+def tar_gz(path, folder, arcroot=""):
+    """Pack `folder`'s files into a .tar.gz at `path`, names relative to folder's parent (or `arcroot`)."""
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                tar.add(f, arcname=str(f.relative_to(folder.parent if not arcroot else arcroot)))
+    return path
+
+
+def test_fetch_cub_from_an_archive_checks_and_marks_the_tree(tmp_path):
+    from finebench.datasets.fetch import MARKER
+
+    make_cub(tmp_path / "src")
+    archive = tar_gz(tmp_path / "CUB_200_2011.tgz", tmp_path / "src" / "CUB_200_2011")
+    out = bench("fetch", "cub200", "--data-root", str(tmp_path / "data"), "--archive", str(archive), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "data" / "CUB_200_2011" / MARKER).exists()
+    assert len(build_dataset("cub200", tmp_path / "data")) == 24
+    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".fetch-")]  # staging cleaned up
+
+
+def test_fetch_inat_extracts_only_the_subset_from_the_streamed_archive(tmp_path):
+    import tarfile
+
+    src = make_inat(tmp_path / "src", "2018")
+    annotations = tmp_path / "train2018.json.tar.gz"
+    with tarfile.open(annotations, "w:gz") as tar:
+        tar.add(src / "train2018.json", arcname="train2018.json")
+    images = tar_gz(tmp_path / "train_val2018.tar.gz", src / "train_val2018")
+    args = ["fetch", "inat-amphibia", "--data-root", str(tmp_path / "data"), "--archive", str(images),
+            "--annotations", str(annotations)]  # fmt: skip
+    official = bench(*args, cwd=tmp_path)  # the archive's name is the official one; its MD5 cannot be
+    assert official.returncode == 2 and "differs from the expected b1c6952ce38f31868cc50ea72d066cc3" in official.stderr
+    tree = tmp_path / "data" / "inat2018" / "train_val2018"
+    assert not list(tree.rglob("*.jpg"))  # what it extracted is gone again
+    out = bench(*args, "--md5", "none", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert {p.name for p in tree.iterdir()} == {"Amphibia"}  # the birds stayed in the archive
+    assert len(list(tree.rglob("*.jpg"))) == 12
+    assert len(build_dataset("inat-amphibia", tmp_path / "data")) == 12
+
+
+def test_download_resumes_a_partial_file_and_checks_md5(tmp_path):
+    import hashlib
+    import http.server
+    import threading
+
+    from finebench.datasets.fetch import download
+
+    blob = bytes(range(256)) * 400
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "a.bin").write_bytes(blob)
+    ranges = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(tmp_path / "www"), **k)
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            ranges.append(self.headers.get("Range"))
+            start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(blob) - start))
+            self.end_headers()
+            self.wfile.write(blob[start:])
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/a.bin"
+    try:
+        dest = tmp_path / "dl" / "a.bin"
+        dest.parent.mkdir()
+        (tmp_path / "dl" / "a.bin.part").write_bytes(blob[:1000])  # an interrupted earlier attempt
+        download(url, dest, md5=hashlib.md5(blob).hexdigest())
+        assert dest.read_bytes() == blob and ranges == ["bytes=1000-"]
+        with pytest.raises(DatasetError, match="differs from the official"):
+            download(url, tmp_path / "dl" / "b.bin", md5="0" * 32)
+        assert not (tmp_path / "dl" / "b.bin").exists() and not (tmp_path / "dl" / "b.bin.part").exists()
+    finally:
+        server.shutdown()

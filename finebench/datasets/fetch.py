@@ -2,42 +2,75 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tarfile
 import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
-from finebench.datasets import flowers17
+from finebench.datasets import cub200, flowers17, inat, torchvision_sets
 from finebench.datasets.base import DatasetError, sha256_file
+from finebench.datasets.cache import decode_all
 
 MARKER = ".finebench-verified"
 
 
-def download(url: str, dest: Path, progress: Callable[[int, int | None], None] | None = None) -> Path:
+def download(
+    url: str, dest: Path, progress: Callable[[int, int | None], None] | None = None, md5: str | None = None
+) -> Path:
+    """Download `url` to `dest`, resuming a `dest.part` left by an interrupted attempt (HTTP Range); with `md5`,
+    the finished file is checked and a mismatch is an error (the partial file is removed)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
+    done = tmp.stat().st_size if tmp.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:  # noqa: S310 - fixed URLs
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - official URLs or the user's
+            resumed = done and resp.status == 206
             total = int(resp.headers.get("Content-Length") or 0) or None
-            done = 0
-            while block := resp.read(1 << 20):
-                out.write(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
+            if total is not None and resumed:
+                total += done
+            with open(tmp, "ab" if resumed else "wb") as out:
+                done = done if resumed else 0
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
     except OSError as e:
-        raise DatasetError(f"download of {url} failed: {e}. Download it by hand and pass --archive PATH.") from e
+        raise DatasetError(
+            f"download of {url} failed: {e}. Run the same `bench fetch` again to resume, or download it by hand "
+            "and pass --archive PATH."
+        ) from e
+    if md5 is not None:
+        digest = file_md5(tmp)
+        if digest != md5:
+            tmp.unlink()
+            raise DatasetError(f"download of {url}: MD5 {digest} differs from the official {md5}; removed, retry")
     tmp.replace(dest)
     return dest
 
 
-def safe_extract(archive: Path, target: Path, keep: Callable[[str], bool] = lambda name: True) -> list[str]:
-    """Extract regular files and folders only; a member that would land outside `target` is refused."""
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()  # noqa: S324 - the datasets publish MD5 checksums
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safe_extract(archive: Path | IO[bytes], target: Path, keep: Callable[[str], bool] = lambda name: True) -> list[str]:
+    """Extract regular files and folders only; a member that would land outside `target` is refused, and so is a
+    link or device. `archive` may be a path or a stream (read once, front to back: a 120 GB archive never needs to
+    be on disk when `keep` selects a few of its members)."""
     target = target.resolve()
     names = []
-    with tarfile.open(archive) as tar:
+    opened = tarfile.open(archive) if isinstance(archive, Path | str) else tarfile.open(fileobj=archive, mode="r|*")
+    with opened as tar:
         for member in tar:
             if not keep(member.name):
                 continue
@@ -69,7 +102,7 @@ def verify_tree(folder: Path, manifest: dict[str, str]) -> list[str]:
     return bad
 
 
-def fetch_flowers17(root: Path, archive: Path | None = None, url: str = flowers17.URL, progress=None) -> Path:
+def fetch_flowers17(root: Path, archive: Path | None = None, url: str = flowers17.URL, progress=None, **_) -> Path:
     """Download (unless `archive` is given), extract to <root>/flowers17/jpg, verify, and leave a marker."""
     target = flowers17.dataset_dir(root)
     if (target / MARKER).exists():
@@ -90,4 +123,142 @@ def fetch_flowers17(root: Path, archive: Path | None = None, url: str = flowers1
     return target
 
 
-FETCHERS = {"flowers17": fetch_flowers17}
+def staged(root: Path):
+    """A temporary folder beside the data root (same file system, so finished trees move in by rename)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=root, prefix=".fetch-")
+
+
+def fetch_cub200(root: Path, archive: Path | None = None, url: str = cub200.URL, progress=None, **_) -> Path:
+    """Download (unless `archive`), extract safely, check the layout and decode every image, then move
+    CUB_200_2011/ under the data root and leave a marker."""
+    target = cub200.dataset_dir(root)
+    if (target / MARKER).exists():
+        return target
+    with staged(root) as tmp:
+        if archive is None:
+            archive = download(url, root / ".downloads" / "CUB_200_2011.tgz", progress)
+        staging = Path(tmp) / "extract"
+        safe_extract(Path(archive), staging)
+        data = cub200.build(staging)  # every annotation file parsed, every listed image present
+        _, bad = decode_all(data, 32, "squash", "bilinear")
+        if bad:
+            raise DatasetError(f"{archive}: {len(bad)} images cannot be read, e.g. {data.ids[min(bad)]}")
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(cub200.dataset_dir(staging)), target)
+    (target / MARKER).write_text(f"{len(data)} images decoded; manifest {data.info.manifest_hash}\n")
+    return target
+
+
+# Official files per year: (file under BASE_URL/<year>/, MD5 or None where DATASETS.md gives none)
+INAT_ANNOTATIONS = {
+    "2018": ("train2018.json.tar.gz", "bfa29d89d629cbf04d826a720c0a68b0"),
+    "2021": ("train.json.tar.gz", None),
+    "2021-mini": ("train_mini.json.tar.gz", None),
+}
+INAT_IMAGES = {
+    "2017": ("train_val_images.tar.gz", "7c784ea5e424efaec655bd392f87301f"),
+    "2018": ("train_val2018.tar.gz", "b1c6952ce38f31868cc50ea72d066cc3"),
+    "2019": ("train_val2019.tar.gz", "c60a6e2962c9b8ccbd458d12c8582644"),
+    "2021": ("train.tar.gz", "e0526d53c7f7b2e3167b2b43bb2690ed"),
+    "2021-mini": ("train_mini.tar.gz", "db6ed8330e634445efc8fec83ae81442"),
+}
+
+
+class HashingReader:
+    """A read-only stream that computes the MD5 and counts the bytes of what passes through it."""
+
+    def __init__(self, raw: IO[bytes], progress=None, total: int | None = None) -> None:
+        self.raw, self.progress, self.total = raw, progress, total
+        self.md5 = hashlib.md5()  # noqa: S324 - the datasets publish MD5 checksums
+        self.done = 0
+
+    def read(self, n: int = -1) -> bytes:
+        block = self.raw.read(n)
+        self.md5.update(block)
+        self.done += len(block)
+        if self.progress:
+            self.progress(self.done, self.total)
+        return block
+
+
+def fetch_inat(
+    root: Path,
+    name: str = "inat-amphibia",
+    archive: Path | None = None,
+    url: str | None = None,
+    annotations: Path | None = None,
+    progress=None,
+    md5: str | None = "official",
+) -> Path:
+    """The annotation file (downloaded, or `annotations`: a .json or the official .tar.gz), then only the images of
+    the subset, streamed out of the official images archive (downloaded, or `archive`) without storing it: for
+    inat-amphibia about 1-2 GB on disk instead of 120 GB. The archive's MD5 is checked as it streams by (`md5`:
+    "official", another hex digest, or None to skip for a repacked mirror); on a mismatch the extracted images
+    are removed again."""
+    q = inat.parse_name(name)
+    folder = inat.dataset_dir(root, q.year)
+    marker = folder / f"{MARKER}-{q.name.replace(':', '_').replace('=', '_')}"
+    if marker.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / inat.TRAIN_FILES[q.year]
+    if annotations is not None:
+        if Path(annotations).suffix == ".json":
+            shutil.copyfile(annotations, json_path)
+        else:
+            safe_extract(Path(annotations), folder, keep=lambda n: Path(n).name in (json_path.name, "categories.json"))
+    elif not json_path.exists():
+        if q.year not in INAT_ANNOTATIONS:
+            raise DatasetError(f"bench fetch {name}: give the annotation file with --annotations PATH for {q.year}")
+        file, md5 = INAT_ANNOTATIONS[q.year]
+        year_url = f"{inat.BASE_URL}/{q.year.split('-')[0]}"
+        got = download(f"{year_url}/{file}", root / ".downloads" / file, progress, md5)
+        safe_extract(got, folder, keep=lambda n: Path(n).name == json_path.name)
+    if not json_path.exists():
+        raise DatasetError(f"bench fetch {name}: the annotations gave no {json_path.name}")
+    wanted = {f for f, _ in inat.listing(json_path, q)["images"]}
+    missing = {f for f in wanted if not (folder / f).is_file()}
+    if missing:
+        file, official = INAT_IMAGES[q.year]
+        expected = official if md5 == "official" else md5
+        if archive is not None:
+            stream = HashingReader(open(archive, "rb"), progress, Path(archive).stat().st_size)
+        else:
+            source = url or f"{inat.BASE_URL}/{q.year.split('-')[0]}/{file}"
+            try:
+                resp = urllib.request.urlopen(source, timeout=60)  # noqa: S310 - the official URL or the user's
+            except OSError as e:
+                raise DatasetError(f"download of {source} failed: {e}; download it and pass --archive PATH") from e
+            stream = HashingReader(resp, progress, int(resp.headers.get("Content-Length") or 0) or None)
+        with stream.raw:
+            extracted = safe_extract(stream, folder, keep=lambda n: n in missing)
+            while stream.read(1 << 20):  # the rest of the archive, for its checksum
+                pass
+        if expected is not None and stream.md5.hexdigest() != expected:
+            for rel in extracted:
+                (folder / rel).unlink(missing_ok=True)
+            raise DatasetError(
+                f"{archive or file}: MD5 {stream.md5.hexdigest()} differs from the expected {expected}; its "
+                f"{len(extracted)} extracted images were removed (a repacked mirror: --md5 none)"
+            )
+    absent = sorted(f for f in wanted if not (folder / f).is_file())
+    if absent:
+        raise DatasetError(f"bench fetch {name}: {len(absent)} images of the subset are not in the archive, e.g. "
+                           f"{absent[:3]}")  # fmt: skip
+    marker.write_text(json.dumps({"dataset": q.name, "images": len(wanted)}) + "\n")
+    return folder
+
+
+def fetch_torchvision(root: Path, name: str, **_) -> Path:
+    return torchvision_sets.fetch(root, name)
+
+
+FETCHERS: dict[str, Callable[..., Path]] = {
+    "flowers17": lambda root, name, **kw: fetch_flowers17(root, **kw),
+    "cub200": lambda root, name, **kw: fetch_cub200(root, **kw),
+    "inat-amphibia": fetch_inat,
+    "inat": fetch_inat,
+    **{n: fetch_torchvision for n in torchvision_sets.SETS},
+}
