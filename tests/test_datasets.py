@@ -27,10 +27,11 @@ def test_cub_classes_official_split_and_determinism(tmp_path):
     assert data.ids[0].startswith("images/001.Black_footed_Albatross/")
     split = make_split(data, (0.7, 0.15, 0.15), 0, tmp_path / "splits")
     assert split.policy == "official"
-    test_ids = {data.ids[i] for i in split.test}
-    official_test = {line.split()[0] for line in (tmp_path / "CUB_200_2011" / "train_test_split.txt").read_text()
-                     .splitlines() if line.split()[1] == "0"}  # fmt: skip
-    assert len(test_ids) == 9 and len(official_test) == 9  # the official test set is the test split, whole
+    folder = tmp_path / "CUB_200_2011"
+    paths = dict(line.split() for line in (folder / "images.txt").read_text().splitlines())
+    flags = dict(line.split() for line in (folder / "train_test_split.txt").read_text().splitlines())
+    official_test = {f"images/{paths[i]}" for i, flag in flags.items() if flag == "0"}
+    assert {data.ids[i] for i in split.test} == official_test and len(official_test) == 9  # the whole test set
     assert set(split.train) | set(split.val) == set(data.official["train"]) and not set(split.val) & set(split.train)
     assert np.bincount(data.labels[split.val]).tolist() == [1, 1, 1]  # val carved per class from official train
     again = make_split(build_dataset("cub200", tmp_path), (0.7, 0.15, 0.15), 0, None)
@@ -115,6 +116,9 @@ def test_folder_tree_and_train_test_layout(tmp_path):
     assert make_split(parts, (0.7, 0.15, 0.15), 0, None).policy == "official"
     with pytest.raises(DatasetError, match="need at least 2"):
         build_dataset(f"folder:{tmp_path / 'plain' / 'oak'}")
+    make_folder(tmp_path / "parts" / "test", classes=("yew",), per_class=1)
+    with pytest.raises(DatasetError, match=r"class\(es\) \['yew'\] have test images but no train/ folder"):
+        build_dataset(f"folder:{tmp_path / 'parts'}")
 
 
 def test_a_corrupt_image_is_named_verified_and_skippable(tmp_path):
@@ -142,6 +146,27 @@ def test_a_corrupt_image_is_named_verified_and_skippable(tmp_path):
     assert sizes["train"] + sizes["val"] + sizes["test"] == 17
     split = json.loads((tmp_path / "res" / record["dataset"]["split_file"]).read_text())
     assert "elm/img3.jpg" not in split["train"] + split["val"] + split["test"]
+
+    # in process: the loaders' positions point at the very items the split file names (after the skipped one too)
+    import torch
+
+    from finebench.benchmark.progress import Reporter
+    from finebench.benchmark.runner import Run
+    from finebench.benchmark.spec import build_suite
+    from finebench.benchmark.suite import expand
+
+    suite = {"methods": "cut-fc", "datasets": f"folder:{root}", "backbones": "test_resnet", "weights": "random",
+             "epochs": 1, "resolution": 16, "skip_bad_images": True}  # fmt: skip
+    run = Run(expand(build_suite(suite))[0], None, tmp_path / "res2", torch.device("cpu"), Reporter(quiet=True))
+    run.setup()
+    for part in ("train", "val", "test"):
+        assert sorted(run.data.ids[i] for i in getattr(run.split, part)) == sorted(split[part])
+    train = run.loaders["train"]
+    assert sorted(train.labels.tolist()) == sorted(run.data.labels[run.split.train].tolist())
+
+    bad.write_bytes((root / "elm" / "img2.jpg").read_bytes())  # re-fetched: the cache is rebuilt, nothing skipped
+    _, skipped = cached_images(data, 16, "squash", "bilinear", root=tmp_path / "cache")
+    assert skipped == []
 
 
 def test_list_datasets_shows_what_is_present(tmp_path):
@@ -233,6 +258,10 @@ def test_download_resumes_a_partial_file_and_checks_md5(tmp_path):
         def do_GET(self):
             ranges.append(self.headers.get("Range"))
             start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+            if start >= len(blob):
+                self.send_response(416)
+                self.end_headers()
+                return
             self.send_response(206 if start else 200)
             self.send_header("Content-Length", str(len(blob) - start))
             self.end_headers()
@@ -250,5 +279,62 @@ def test_download_resumes_a_partial_file_and_checks_md5(tmp_path):
         with pytest.raises(DatasetError, match="differs from the official"):
             download(url, tmp_path / "dl" / "b.bin", md5="0" * 32)
         assert not (tmp_path / "dl" / "b.bin").exists() and not (tmp_path / "dl" / "b.bin.part").exists()
+        (tmp_path / "dl" / "c.bin.part").write_bytes(blob)  # whole already: the server answers 416
+        download(url, tmp_path / "dl" / "c.bin", md5=hashlib.md5(blob).hexdigest())
+        assert (tmp_path / "dl" / "c.bin").read_bytes() == blob
     finally:
         server.shutdown()
+
+
+def test_fetch_inat_downloads_annotations_and_checks_the_images_archive_against_its_own_md5(tmp_path, monkeypatch):
+    import shutil
+    import tarfile
+
+    from finebench.datasets import fetch
+
+    src = make_inat(tmp_path / "src", "2018")
+    annotations = tmp_path / "train2018.json.tar.gz"
+    with tarfile.open(annotations, "w:gz") as tar:
+        tar.add(src / "train2018.json", arcname="train2018.json")
+    asked = []
+
+    def offline_download(url, dest, progress=None, md5=None):
+        asked.append((url.rsplit("/", 2)[-2:], md5))
+        if not url.endswith("train2018.json.tar.gz"):
+            raise fetch.DatasetError(f"download of {url} failed: offline")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(annotations, dest)
+        return dest
+
+    monkeypatch.setattr(fetch, "download", offline_download)
+    images = tar_gz(tmp_path / "train_val2018.tar.gz", src / "train_val2018")
+    with pytest.raises(DatasetError, match="differs from the expected b1c6952ce38f31868cc50ea72d066cc3"):
+        fetch.fetch_inat(tmp_path / "data", "inat-amphibia", archive=images)
+    assert asked[0] == (["2018", "train2018.json.tar.gz"], "bfa29d89d629cbf04d826a720c0a68b0")
+    assert asked[1][0] == ["2018", "categories.json.tar.gz"]  # the real taxonomy, tried; offline here
+    fetch.fetch_inat(tmp_path / "data", "inat-amphibia", archive=images, md5=None)
+    assert len(build_dataset("inat-amphibia", tmp_path / "data")) == 12
+
+
+def test_an_interrupted_stream_leaves_no_truncated_file(tmp_path):
+    import io
+    import tarfile
+
+    from finebench.datasets.fetch import safe_extract
+
+    rng = np.random.default_rng(0)
+    blobs = {f"train/a/{k}.jpg": rng.bytes(20_000) for k in range(6)}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, blob in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    whole = raw.getvalue()
+    cut = io.BytesIO(whole[: int(len(whole) * 0.6)])  # the connection drops in the middle of a member
+    with pytest.raises(DatasetError, match="cannot be read to the end"):
+        safe_extract(cut, tmp_path / "out")
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert 1 <= len(files) < 6 and not [p for p in files if p.name.endswith(".part")]
+    for p in files:  # every file that is there is whole
+        assert p.read_bytes() == blobs[str(p.relative_to(tmp_path / "out"))]

@@ -73,6 +73,8 @@ def cached_images(
     """All images of `data` as an (N, 3, R, R) uint8 array, from the cache when present, and the sorted indices of
     unreadable items. Unreadable items are an error (naming them) unless `skip_bad`."""
     key = cache_key(data, resolution, resize, interpolation)
+    if key in _MEMO and _MEMO[key][1] and any_readable(data, _MEMO[key][1], resolution, resize, interpolation):
+        del _MEMO[key]  # an item held as unreadable reads now: look again
     if key not in _MEMO:
         if not data.cacheable:
             arr, bad = decode_all(data, resolution, resize, interpolation, progress)
@@ -80,6 +82,8 @@ def cached_images(
             safe = data.info.name.replace(":", "_").replace("/", "_")
             path = (root or cache_dir() / "images") / f"{safe}-{resolution}-{resize}-{key}.npy"
             bad_path = path.with_suffix(".bad.json")
+            if path.exists() and bad_path.exists() and repaired(data, bad_path, resolution, resize, interpolation):
+                path.unlink()  # an image listed as unreadable reads now (re-fetched): rebuild the cache
             if not path.exists():
                 arr, bad = decode_all(data, resolution, resize, interpolation, progress)
                 # the list of unreadable items first: a reader that sees the array also sees the list
@@ -94,3 +98,18 @@ def cached_images(
     if bad and not skip_bad:
         raise DatasetError(bad_images_message(data, bad))
     return arr, sorted(bad)
+
+
+def repaired(data: ImageSet, bad_path: Path, resolution: int, resize: str, interpolation: str) -> bool:
+    """True when an item that the cache lists as unreadable can be read now."""
+    return any_readable(data, json.loads(bad_path.read_text()), resolution, resize, interpolation)
+
+
+def any_readable(data: ImageSet, items, resolution: int, resize: str, interpolation: str) -> bool:
+    for i in items:
+        try:
+            data.read(int(i), resolution, resize, interpolation)
+        except Exception:  # noqa: BLE001, S112 - still unreadable, as recorded
+            continue
+        return True
+    return False

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import os
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -41,10 +45,13 @@ def download(
                     done += len(block)
                     if progress:
                         progress(done, total)
-    except OSError as e:
+    except urllib.error.HTTPError as e:
+        if not (e.code == 416 and done):  # 416: the range starts at the end, the partial file is already whole
+            raise DatasetError(f"download of {url} failed: {e}. Download it by hand and pass --archive PATH.") from e
+    except (OSError, http.client.HTTPException) as e:
         raise DatasetError(
-            f"download of {url} failed: {e}. Run the same `bench fetch` again to resume, or download it by hand "
-            "and pass --archive PATH."
+            f"download of {url} failed: {type(e).__name__}: {e}. Run the same `bench fetch` again to resume, or "
+            "download it by hand and pass --archive PATH."
         ) from e
     if md5 is not None:
         digest = file_md5(tmp)
@@ -63,31 +70,73 @@ def file_md5(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def member_name(name: str) -> str:
+    """An archive member's path without a leading './'."""
+    return name[2:] if name.startswith("./") else name
+
+
 def safe_extract(archive: Path | IO[bytes], target: Path, keep: Callable[[str], bool] = lambda name: True) -> list[str]:
     """Extract regular files and folders only; a member that would land outside `target` is refused, and so is a
-    link or device. `archive` may be a path or a stream (read once, front to back: a 120 GB archive never needs to
-    be on disk when `keep` selects a few of its members)."""
+    link or device. `archive` may be a path (tar of any compression, or zip) or a stream (tar, read once, front to
+    back: a 120 GB archive never needs to be on disk when `keep` selects a few of its members). Each file is written
+    to `<name>.part` and renamed once whole and of the size the archive states, so an interrupted extraction never
+    leaves a truncated file under its real name."""
     target = target.resolve()
-    names = []
-    opened = tarfile.open(archive) if isinstance(archive, Path | str) else tarfile.open(fileobj=archive, mode="r|*")
-    with opened as tar:
-        for member in tar:
-            if not keep(member.name):
-                continue
-            dest = (target / member.name).resolve()
-            if dest != target and target not in dest.parents:
-                raise DatasetError(f"archive {archive}: member {member.name!r} would extract outside {target}")
-            if member.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
-            elif member.isfile():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(member)
-                with src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out)
-                names.append(member.name)
-            else:
-                raise DatasetError(f"archive {archive}: member {member.name!r} is a link or device; refused")
+    names: list[str] = []
+    if isinstance(archive, Path | str) and zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                name = member_name(info.filename)
+                if not keep(name) or info.is_dir():
+                    continue
+                dest = inside(target, name, archive)
+                with zf.open(info) as src:
+                    write_whole(src, dest, info.file_size, archive, name)
+                names.append(name)
+        return names
+    try:
+        opened = tarfile.open(archive) if isinstance(archive, Path | str) else tarfile.open(fileobj=archive, mode="r|*")
+        with opened as tar:
+            for member in tar:
+                name = member_name(member.name)
+                if not keep(name):
+                    continue
+                dest = inside(target, name, archive)
+                if member.isdir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                elif member.isfile():
+                    src = tar.extractfile(member)
+                    with src:
+                        write_whole(src, dest, member.size, archive, name)
+                    names.append(name)
+                else:
+                    raise DatasetError(f"archive {archive}: member {name!r} is a link or device; refused")
+    except (tarfile.TarError, EOFError, OSError, http.client.HTTPException) as e:
+        raise DatasetError(
+            f"archive {archive}: cannot be read to the end ({type(e).__name__}: {e}); {len(names)} complete "
+            "files were extracted. Run the same `bench fetch` again (or fetch a fresh copy of the archive)."
+        ) from e
     return names
+
+
+def inside(target: Path, name: str, archive) -> Path:
+    dest = (target / name).resolve()
+    if dest != target and target not in dest.parents:
+        raise DatasetError(f"archive {archive}: member {name!r} would extract outside {target}")
+    return dest
+
+
+def write_whole(src: IO[bytes], dest: Path, size: int, archive, name: str) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with open(part, "wb") as out:
+            shutil.copyfileobj(src, out)
+        if part.stat().st_size != size:
+            raise DatasetError(f"archive {archive}: member {name!r} ended after {part.stat().st_size} of {size} bytes")
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def verify_tree(folder: Path, manifest: dict[str, str]) -> list[str]:
@@ -107,9 +156,9 @@ def fetch_flowers17(root: Path, archive: Path | None = None, url: str = flowers1
     target = flowers17.dataset_dir(root)
     if (target / MARKER).exists():
         return target
-    with tempfile.TemporaryDirectory(dir=root if root.exists() else None) as tmp:
+    with staged(root) as tmp:
         if archive is None:
-            archive = download(url, Path(tmp) / "17flowers.tgz", progress)
+            archive = download(url, root / ".downloads" / "17flowers.tgz", progress)
         staging = Path(tmp) / "extract"
         safe_extract(Path(archive), staging)
         bad = verify_tree(staging / "jpg", flowers17.manifest())
@@ -135,6 +184,11 @@ def fetch_cub200(root: Path, archive: Path | None = None, url: str = cub200.URL,
     target = cub200.dataset_dir(root)
     if (target / MARKER).exists():
         return target
+    if target.exists():
+        raise DatasetError(
+            f"{target} exists but was not fetched by finebench; check it with `bench verify cub200`, or move it "
+            "away and fetch again"
+        )
     with staged(root) as tmp:
         if archive is None:
             archive = download(url, root / ".downloads" / "CUB_200_2011.tgz", progress)
@@ -144,19 +198,20 @@ def fetch_cub200(root: Path, archive: Path | None = None, url: str = cub200.URL,
         _, bad = decode_all(data, 32, "squash", "bilinear")
         if bad:
             raise DatasetError(f"{archive}: {len(bad)} images cannot be read, e.g. {data.ids[min(bad)]}")
-        if target.exists():
-            shutil.rmtree(target)
         shutil.move(str(cub200.dataset_dir(staging)), target)
     (target / MARKER).write_text(f"{len(data)} images decoded; manifest {data.info.manifest_hash}\n")
     return target
 
 
-# Official files per year: (file under BASE_URL/<year>/, MD5 or None where DATASETS.md gives none)
+# Official files per year: (file under BASE_URL/<year>/, MD5 or None where DATASETS.md gives none we are sure of)
 INAT_ANNOTATIONS = {
     "2018": ("train2018.json.tar.gz", "bfa29d89d629cbf04d826a720c0a68b0"),
+    "2019": ("train2019.json.tar.gz", None),
     "2021": ("train.json.tar.gz", None),
     "2021-mini": ("train_mini.json.tar.gz", None),
 }
+# the un-obfuscated taxonomy of the years whose training files obfuscate it (fetched when available)
+INAT_CATEGORIES = {"2018": "categories.json.tar.gz", "2019": "categories.json.tar.gz"}
 INAT_IMAGES = {
     "2017": ("train_val_images.tar.gz", "7c784ea5e424efaec655bd392f87301f"),
     "2018": ("train_val2018.tar.gz", "b1c6952ce38f31868cc50ea72d066cc3"),
@@ -208,14 +263,25 @@ def fetch_inat(
         if Path(annotations).suffix == ".json":
             shutil.copyfile(annotations, json_path)
         else:
-            safe_extract(Path(annotations), folder, keep=lambda n: Path(n).name in (json_path.name, "categories.json"))
+            keep = (json_path.name, "categories.json")
+            safe_extract(Path(annotations), folder, keep=lambda n: Path(n).name in keep)
     elif not json_path.exists():
         if q.year not in INAT_ANNOTATIONS:
-            raise DatasetError(f"bench fetch {name}: give the annotation file with --annotations PATH for {q.year}")
-        file, md5 = INAT_ANNOTATIONS[q.year]
+            raise DatasetError(
+                f"bench fetch {name}: give the {q.year} annotation file with --annotations PATH (the official "
+                f"archive, e.g. train_val2017.zip, or {json_path.name})"
+            )
+        ann_file, ann_md5 = INAT_ANNOTATIONS[q.year]
         year_url = f"{inat.BASE_URL}/{q.year.split('-')[0]}"
-        got = download(f"{year_url}/{file}", root / ".downloads" / file, progress, md5)
+        got = download(f"{year_url}/{ann_file}", root / ".downloads" / ann_file, progress, ann_md5)
         safe_extract(got, folder, keep=lambda n: Path(n).name == json_path.name)
+        if q.year in INAT_CATEGORIES and not (folder / "categories.json").exists():
+            cat_file = INAT_CATEGORIES[q.year]
+            try:
+                got = download(f"{year_url}/{cat_file}", root / ".downloads" / f"{q.year}-{cat_file}", progress)
+                safe_extract(got, folder, keep=lambda n: Path(n).name == "categories.json")
+            except DatasetError as e:  # the filter may still work on the training file's own fields
+                print(f"\nwarning: no real taxonomy for {q.year} ({e}); class names stay the training file's")
     if not json_path.exists():
         raise DatasetError(f"bench fetch {name}: the annotations gave no {json_path.name}")
     wanted = {f for f, _ in inat.listing(json_path, q)["images"]}
@@ -234,8 +300,11 @@ def fetch_inat(
             stream = HashingReader(resp, progress, int(resp.headers.get("Content-Length") or 0) or None)
         with stream.raw:
             extracted = safe_extract(stream, folder, keep=lambda n: n in missing)
-            while stream.read(1 << 20):  # the rest of the archive, for its checksum
-                pass
+            try:
+                while stream.read(1 << 20):  # the rest of the archive, for its checksum
+                    pass
+            except (OSError, http.client.HTTPException) as e:
+                raise DatasetError(f"{archive or file}: the stream broke off ({e}); run the same fetch again") from e
         if expected is not None and stream.md5.hexdigest() != expected:
             for rel in extracted:
                 (folder / rel).unlink(missing_ok=True)
@@ -252,7 +321,7 @@ def fetch_inat(
 
 
 def fetch_torchvision(root: Path, name: str, **_) -> Path:
-    return torchvision_sets.fetch(root, name)
+    return torchvision_sets.fetch(root, name, MARKER)
 
 
 FETCHERS: dict[str, Callable[..., Path]] = {

@@ -27,11 +27,15 @@ def check_name(name: str) -> str:
 def build(name: str) -> ImageSet:
     path = check_name(name)
     folder = Path(path).expanduser()
+    name = f"folder:{path}"
     if not folder.is_dir():
         raise DatasetError(f"dataset {name!r}: {folder} is not a folder (expected <path>/<class name>/<image>)")
     parts = {p: class_folders(folder / p) for p in ("train", "test") if (folder / p).is_dir()}
     if len(parts) == 2:
         classes = sorted(set(parts["train"]) | set(parts["test"]))
+        test_only = sorted(set(parts["test"]) - set(parts["train"]))
+        if test_only:
+            raise DatasetError(f"dataset {name!r}: class(es) {test_only} have test images but no train/ folder")
         rel, labels, which = [], [], []
         for part, tree in parts.items():
             for cls, images in tree.items():

@@ -8,9 +8,9 @@ supercategory, kingdom, phylum, class, order, family, genus, name), e.g. `inat:2
 
 Layout: `<root>/inat<year>/` holds the annotation file (`train2017.json`, `train2018.json`, `train2019.json`,
 `train.json`, `train_mini.json`) and the images under the paths its `file_name`s give (e.g.
-`train_val2018/Amphibia/<category>/<image>.jpg`). For 2018, whose training file obfuscates the taxonomy, the
-`categories.json` beside it supplies the real names and ranks when present. Labels are the kept categories in
-category-id order; the split is ours (stratified, seeded; the paper's 70/15/15 is the default).
+`train_val2018/Amphibia/<category>/<image>.jpg`). For 2018 and 2019, whose training files obfuscate the taxonomy,
+the official `categories.json` beside it supplies the real names and ranks when present. Labels are the kept
+categories in category-id order; the split is ours (stratified, seeded; the paper's 70/15/15 is the default).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def hint(root: Path, year: str) -> str:
 def categories_of(annotations: dict, folder: Path, year: str) -> dict[int, dict]:
     cats = {int(c["id"]): dict(c) for c in annotations.get("categories", [])}
     extra = folder / "categories.json"
-    if year == "2018" and extra.is_file():  # the real taxonomy of 2018's obfuscated training categories
+    if extra.is_file():  # the real taxonomy of the obfuscated training categories (2018, 2019)
         for c in json.loads(extra.read_text()):
             cats.setdefault(int(c["id"]), {}).update(c)
     return cats
@@ -88,8 +88,9 @@ def categories_of(annotations: dict, folder: Path, year: str) -> dict[int, dict]
 def listing(path: Path, query: Query) -> dict:
     """{categories: [[id, name]], images: [[file_name, category id]]} of the query, memoised per annotation file
     (the 2021 file is hundreds of MB; parsing it once is enough)."""
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{query.name}".encode()).hexdigest()
+    files = (path, path.parent / "categories.json")
+    stamps = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.is_file()]
+    key = hashlib.sha256(f"{stamps}:{query.name}".encode()).hexdigest()
     memo = cache_dir() / "listings" / f"inat-{key[:16]}.json"
     if memo.is_file():
         return json.loads(memo.read_text())
@@ -100,10 +101,20 @@ def listing(path: Path, query: Query) -> dict:
     for key_ in ("images", "annotations", "categories"):
         if key_ not in annotations:
             raise DatasetError(f"{path}: lacks the {key_!r} list of the official format")
+    try:
+        return select(annotations, path, query, memo)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(f"{path}: an entry lacks a field of the official format ({type(e).__name__}: {e})") from e
+
+
+def select(annotations: dict, path: Path, query: Query, memo: Path) -> dict:
     cats = categories_of(annotations, path.parent, query.year)
     fields = sorted({k for c in cats.values() for k in c})
     if query.field not in fields:
-        raise DatasetError(f"{path}: categories have no field {query.field!r}; fields: {', '.join(fields)}")
+        extra = "" if (path.parent / "categories.json").is_file() else " (no categories.json beside it)"
+        raise DatasetError(f"{path}: categories have no field {query.field!r}{extra}; fields: {', '.join(fields)}")
     kept = {cid for cid, c in cats.items() if str(c.get(query.field)) == query.value}
     if not kept:
         values = sorted({str(c.get(query.field)) for c in cats.values()})

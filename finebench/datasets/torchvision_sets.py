@@ -8,6 +8,9 @@ the official train (+ val) images.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +89,7 @@ def how_to_get(root: Path, base: str) -> str:
     spec = SETS[base]
     if spec.manual:
         return f"{spec.manual} (data root {root})"
-    return f"get it with `bench fetch {base} --data-root {root}` (downloads through torchvision, MD5-checked)"
+    return f"get it with `bench fetch {base} --data-root {root}` (downloads through torchvision)"
 
 
 def files_and_labels(ds: Any) -> tuple[list[Path], list[int]]:
@@ -98,13 +101,33 @@ def files_and_labels(ds: Any) -> tuple[list[Path], list[int]]:
     return [Path(p) for p in files], [int(y) for y in ds._labels]
 
 
+@contextlib.contextmanager
+def safe_tar_extraction():
+    """torchvision extracts with tarfile's extractall: refuse absolute paths, '..' members, links leaving the tree
+    and device files while it does (Python's 'data' filter, PEP 706)."""
+    if not hasattr(tarfile, "data_filter"):
+        raise DatasetError(
+            "this Python's tarfile has no extraction filters (PEP 706; Python >= 3.10.12 / 3.11.4); upgrade Python, "
+            "or download and extract the archive yourself"
+        )
+    before = tarfile.TarFile.extraction_filter
+    tarfile.TarFile.extraction_filter = staticmethod(tarfile.data_filter)
+    try:
+        yield
+    finally:
+        tarfile.TarFile.extraction_filter = before
+
+
 def open_split(base: str, root: Path, split: str, variant: str, download: bool = False) -> Any:
     import torchvision.datasets as tvd
 
     spec = SETS[base]
     kwargs = dict(spec.kwargs) | spec.variants.get(variant, {})
     try:
-        return getattr(tvd, spec.cls)(root=str(dataset_dir(root, base)), split=split, download=download, **kwargs)
+        with safe_tar_extraction() if download else contextlib.nullcontext():
+            return getattr(tvd, spec.cls)(root=str(dataset_dir(root, base)), split=split, download=download, **kwargs)
+    except tarfile.TarError as e:
+        raise DatasetError(f"dataset {base!r}: an archive was refused or damaged while extracting ({e})") from e
     except (RuntimeError, FileNotFoundError, OSError) as e:
         raise DatasetError(
             f"dataset {base!r} not found or incomplete under {dataset_dir(root, base)} ({e}); {how_to_get(root, base)}"
@@ -139,17 +162,21 @@ def build(root: Path, name: str) -> ImageSet:
     rel = [str(Path(p).resolve().relative_to(folder)) for p in paths]
     part_arr = np.array(part)
     official = {k: np.flatnonzero(part_arr == k) for k in ("train", "test")}
-    digest = file_manifest(folder, rel)
+    files_digest = file_manifest(folder, rel)  # the labels and partition too: :variant and :family differ
+    digest = hashlib.sha256(f"{files_digest}:{labels}:{part}:{classes}".encode()).hexdigest()
     info = DatasetInfo(name, tuple(str(c) for c in classes), spec.url, spec.license, digest, str(folder))
     return file_image_set(info, folder, rel, labels, official=official)
 
 
-def fetch(root: Path, name: str) -> Path:
-    """Download every official split through torchvision (which checks the archives' MD5s)."""
+def fetch(root: Path, name: str, marker: str) -> Path:
+    """Download every official split through torchvision (MD5-checked where torchvision has the sums: all but
+    FGVC-Aircraft), extracting with tarfile's safety filter, then read every split back and leave a marker."""
     base, variant = parse_name(name)
     spec = SETS[base]
     if spec.manual:
         raise DatasetError(f"bench fetch {base}: {spec.manual}")
     for split in spec.train + spec.test:
         open_split(base, root, split, variant, download=True)
+    data = build(root, name)  # every split's file list read back, every listed image present
+    (dataset_dir(root, base) / marker).write_text(f"{len(data)} images; manifest {data.info.manifest_hash}\n")
     return dataset_dir(root, base)
