@@ -75,6 +75,8 @@ def test_bench_run_on_a_cub_tree(tmp_path):
     assert out.returncode == 0, out.stderr
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "res" / "runs").glob("*.json")]
     assert record["dataset"]["name"] == "cub200" and record["dataset"]["num_classes"] == 3
+    assert "Caltech" in record["dataset"]["license"] and record["dataset"]["source"].endswith("CUB_200_2011.tgz")
+    assert len(record["dataset"]["manifest_hash"]) == 64
     assert record["dataset"]["sizes"]["test"] == 9 and record["dataset"]["split_policy"] == "official"
     assert record["dataset"]["sizes"]["train"] + record["dataset"]["sizes"]["val"] == 15
 

@@ -400,6 +400,7 @@ class Run:
             "num_classes": info.num_classes,
             "manifest_hash": info.manifest_hash,
             "source": info.source,
+            "license": info.license,
             "root": info.root,
             "split_hash": self.split.hash,
             "split_policy": self.split.policy,
