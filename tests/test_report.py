@@ -27,9 +27,9 @@ def test_mean_std_n_per_method():
 def test_markdown_table_rows_and_values():
     recs = [make_record("cut-full", s, v) for s, v in enumerate([80.0, 82.0])] + [make_record("cut-fc", 0, 55.0)]
     md = markdown(summary_of(recs))
-    assert "| method | n | test top-1 (%) | test top-3 (%)" in md
-    assert "| cut-full | 2 | 81.0 ± 1.4 | 90.0 ± 0.0 |" in md
-    assert "| cut-fc | 1 | 55.0 | 90.0 |" in md  # one seed: no std is invented
+    assert "| method | n | test top-1 (%) | 95 % CI | Δ vs baseline | test top-3 (%)" in md
+    assert "| cut-full | 2 | **81.0 ± 1.4** | [68.3, 93.7] | baseline | 90.0 ± 0.0 |" in md
+    assert "| cut-fc | 1 | 55.0 | — | no test (n=1) | 90.0 |" in md  # one seed: no std, no interval, no test
     assert "1.50k / 2.50M" in md and "seeds 0,1" in md
     assert md.index("cut-fc") < md.index("| cut-full")
 
@@ -57,7 +57,7 @@ def test_write_report_from_store(tmp_path):
     (store.runs / "junk.json").write_text("not json")
     report = write_report(tmp_path / "results", tmp_path / "reports", "both")
     assert report.runs == 2 and len(report.errors) == 1
-    assert (tmp_path / "reports" / "results.md").read_text().count("| cut-last | 2 | 42.0 ± 2.8") == 1
+    assert (tmp_path / "reports" / "results.md").read_text().count("| cut-last | 2 | **42.0 ± 2.8**") == 1
     assert (tmp_path / "reports" / "results.tex").exists()
     with pytest.raises(ValueError, match="no finished runs"):
         write_report(tmp_path / "empty", tmp_path / "r2")
@@ -76,7 +76,7 @@ def test_method_settings_get_their_own_rows_and_commits_are_flagged():
     b.spec["method_config"] = {"freeze_bn": True}
     b.env["commit"] = "abcdef1234567"
     md = markdown(summary_of([a, b]))
-    assert "| cut-full | 1 | 80.0 |" in md and "| cut-full (freeze_bn=True) | 1 | 50.0 |" in md
+    assert "| cut-full | 1 | **80.0** |" in md and "| cut-full (freeze_bn=True) | 1 | 50.0 |" in md
     assert "WARNING: runs from different code commits" in md
 
 
@@ -98,5 +98,37 @@ def test_teacher_rows_join_their_students_table_once_and_teachers_with_other_wei
     names = [r.split("|")[1].strip() for r in rows]
     assert names[:2] == ["kd", "at+kd"]
     assert names[2:] == ["teacher: cut-full (big_net)", "teacher: cut-full (big_net, weights=random)"]
+    header = [c.strip() for c in table.splitlines()[2].split("|")]
     kd = [c.strip() for c in rows[0].split("|")]
-    assert kd[9] == "10.0 ± 0.0" and kd[10] == "110.0 ± 0.0"  # own time; time including the teacher's 100 s
+    own, incl = header.index("own time (s)"), header.index("time incl. teacher/source (s)")
+    assert kd[own] == "10.0 ± 0.0" and kd[incl] == "110.0 ± 0.0"  # own time; time including the teacher's 100 s
+
+
+def test_paired_tests_against_the_baseline_with_holm_and_bold_best():
+    from scipy import stats
+
+    from finebench.reports.stats import holm
+
+    base = [80.0, 82.0, 81.0, 79.5]
+    kd = [81.5, 83.9, 81.8, 80.9]  # better on every seed
+    fc = [79.0, 82.5, 80.0, 80.0]  # no consistent difference
+    recs = [make_record("cut-full", s, v) for s, v in enumerate(base)]
+    recs += [make_record("kd", s, v) for s, v in enumerate(kd)]
+    recs += [make_record("cut-fc", s, v) for s, v in enumerate(fc)]
+    s = summary_of(recs).set_index("method")
+    p_kd, p_fc = stats.ttest_rel(kd, base).pvalue, stats.ttest_rel(fc, base).pvalue
+    adjusted = holm([p_fc, p_kd])
+    assert s.loc["kd", "test"] == "paired-t" and s.loc["kd", "pairs"] == 4
+    assert s.loc["kd", "p"] == pytest.approx(p_kd) and s.loc["kd", "p_holm"] == pytest.approx(adjusted[1])
+    assert s.loc["cut-fc", "p_holm"] == pytest.approx(adjusted[0])
+    assert s.loc["kd", "delta"] == pytest.approx(statistics.mean(kd) - statistics.mean(base))
+    lo, hi = s.loc["kd", "test_top1_ci"]
+    half = stats.t.ppf(0.975, 3) * statistics.stdev(kd) / 2
+    assert (lo, hi) == pytest.approx((statistics.mean(kd) - half, statistics.mean(kd) + half))
+    md = markdown(summary_of(recs))
+    assert f"| kd | 4 | **{statistics.mean(kd):.1f} ± {statistics.stdev(kd):.1f}** |" in md  # best in bold
+    assert f"+{statistics.mean(kd) - statistics.mean(base):.1f} (p={adjusted[1]:.3f}) |" in md
+    assert f"(p={adjusted[0]:.3f}) n.s. |" in md  # not significant: marked
+    assert "paired-t test, Holm-corrected" in md
+    tex = latex(summary_of(recs))
+    assert r"\textbf{" in tex and r"$\Delta$ vs baseline" in tex and "Δ" not in tex and "≥" not in tex

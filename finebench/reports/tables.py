@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from finebench.reports.stats import holm, paired_test, t_interval
 from finebench.results.record import RunRecord
 
 
@@ -114,8 +115,42 @@ def method_rank(name: str) -> int:
     return names.index(name) if name in names else len(names) + (name == TEACHER)
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1; NaN for one seed) and n per (dataset, backbone, budget, method)."""
+BASELINE = "cut-full"  # what every method is tested against, when the table has it
+ALPHA = 0.05
+
+
+def significance(runs: pd.DataFrame, summary: pd.DataFrame, baseline: str, metric: str = "test_top1") -> None:
+    """Per (dataset, backbone, budget): each method against `baseline` on `metric`, paired by seed, Holm-corrected
+    over the table's methods. Adds columns test, pairs, delta, p, p_holm (None where no test is possible)."""
+    for col in ("test", "pairs", "delta", "p", "p_holm"):
+        summary[col] = None
+    for _, group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
+        key = group.iloc[0][["dataset", "backbone", "budget"]]
+        in_table = runs[(runs["dataset"] == key["dataset"]) & (runs["backbone"] == key["backbone"])
+                        & (runs["budget"] == key["budget"])]  # fmt: skip
+        base = in_table[in_table["method"] == baseline].set_index("seed")[metric]
+        if base.empty:
+            continue
+        tested = []
+        for idx, row in group.iterrows():
+            if row["method"] == baseline or row["method"].startswith(f"{TEACHER}:"):
+                continue
+            mine = in_table[in_table["method"] == row["method"]].set_index("seed")[metric]
+            seeds = sorted(set(mine.index) & set(base.index))
+            result = paired_test(mine[seeds].tolist(), base[seeds].tolist())
+            summary.loc[idx, "pairs"] = len(seeds)
+            if result is not None:
+                summary.loc[idx, ["test", "delta", "p"]] = [result.test, result.mean_difference, result.p]
+                tested.append(idx)
+        if tested:
+            adjusted = holm([summary.loc[i, "p"] for i in tested])
+            for i, p in zip(tested, adjusted, strict=True):
+                summary.loc[i, "p_holm"] = p
+
+
+def summarize(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; NaN for one seed), n and the 95 % t-interval of test top-1 per (dataset, backbone,
+    budget, method), and each method's paired test against `baseline` (see `significance`)."""
     keys = ["dataset", "backbone", "budget", "method"]
     runs = runs.assign(_order=runs["method_name"].map(method_rank))
     runs = runs.sort_values(["_order", "method", "seed"], kind="stable")
@@ -133,7 +168,15 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     if dup.any():
         key = list(dup[dup].index)[0]
         raise ValueError(f"the same seed appears twice for {key}: two records of one spec (hand-merged stores?)")
-    return out.reset_index()
+    out["test_top1_ci"] = g["test_top1"].apply(lambda v: t_interval(v.tolist()))
+    out = out.reset_index()
+    significance(runs, out, baseline)
+    out["baseline"] = baseline
+    contenders = out[~out["method"].str.startswith(f"{TEACHER}:")]
+    best = contenders.groupby(["dataset", "backbone", "budget"])["test_top1_mean"].transform("max")
+    out["best"] = False
+    out.loc[contenders.index, "best"] = contenders["test_top1_mean"] >= best - 1e-9
+    return out
 
 
 @dataclass(frozen=True)
@@ -147,6 +190,8 @@ class Column:
 COLUMNS = (
     Column("n", "$n$", "n", "n"),
     Column("test top-1 (%)", r"test top-1 (\%)", "test_top1", "pct"),
+    Column("95 % CI", r"95\,\% CI", "test_top1", "ci"),
+    Column("Δ vs baseline", r"$\Delta$ vs baseline", "test_top1", "sig"),
     Column("test top-3 (%)", r"test top-3 (\%)", "test_top3", "pct"),
     Column("val top-1 (%)", r"val top-1 (\%)", "val_top1", "pct"),
     Column("last-epoch test top-1 (%)", r"last-epoch test top-1 (\%)", "last_test_top1", "pct"),
@@ -165,9 +210,26 @@ def human_count(n: float) -> str:
     return f"{int(n)}"
 
 
+def significance_cell(row: pd.Series) -> str:
+    if row["method"] == row["baseline"]:
+        return "baseline"
+    if row["method"].startswith(f"{TEACHER}:") or row["pairs"] is None:
+        return "—"
+    if row["p_holm"] is None:
+        return f"no test (n={int(row['pairs'])})"
+    mark = "" if row["p_holm"] < ALPHA else " n.s."
+    p = "p<0.001" if row["p_holm"] < 0.001 else f"p={row['p_holm']:.3f}"
+    return f"{row['delta']:+.1f} ({p}){mark}"
+
+
 def cell(row: pd.Series, col: Column, pm: str) -> str:
     if col.kind == "n":
         return str(int(row["n"]))
+    if col.kind == "ci":
+        ci = row["test_top1_ci"]
+        return "—" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+    if col.kind == "sig":
+        return significance_cell(row)
     if col.kind == "params":
         return f"{human_count(row['trainable'])} / {human_count(row['total'])}"
     mean, std = row[f"{col.metric}_mean"], row[f"{col.metric}_std"]
@@ -193,13 +255,25 @@ def caption(group: pd.DataFrame) -> str:
     commits = sorted({c for v in group["commits"] for c in v.split(",")})
     if len(commits) > 1:
         text += f" · WARNING: runs from different code commits ({', '.join(commits)})"
-    return text
+    tests = sorted({t for t in group["test"] if t})
+    if (group["method"] == first["baseline"]).any():
+        text += (
+            f" · Δ vs {first['baseline']}: mean paired difference of test top-1 over common seeds, "
+            + (f"{' / '.join(tests)} test, Holm-corrected over this table's methods, n.s.: p ≥ {ALPHA}"
+               if tests else "no test possible with fewer than 2 seeds")
+        )  # fmt: skip
+    return text + " · bold: best test top-1"
 
 
 def tex_escape(text: str) -> str:
     table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
              "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
     return "".join(table.get(ch, ch) for ch in text)
+
+
+def tex_text(text: str) -> str:
+    """Escaped, with the non-ASCII symbols the tables use in math mode (pdfLaTeX's utf8 lacks them in text)."""
+    return tex_escape(text).replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("≥", r"$\geq$")
 
 
 def groups(summary: pd.DataFrame):
@@ -214,7 +288,10 @@ def markdown(summary: pd.DataFrame) -> str:
         lines.append("| method | " + " | ".join(c.header for c in COLUMNS) + " |")
         lines.append("|---|" + "|".join("---:" for _ in COLUMNS) + "|")
         for _, row in group.iterrows():
-            lines.append(f"| {row['method']} | " + " | ".join(cell(row, c, "±") for c in COLUMNS) + " |")
+            cells = [cell(row, c, "±") for c in COLUMNS]
+            cells = [f"**{t}**" if row["best"] and c.header.startswith("test top-1") else t
+                     for t, c in zip(cells, COLUMNS, strict=True)]  # fmt: skip
+            lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -226,7 +303,7 @@ def latex(summary: pd.DataFrame) -> str:
         lines = [
             r"\begin{table}[t]",
             r"\centering",
-            r"\caption{" + tex_escape(caption(group)).replace("±", r"$\pm$") + "}",
+            r"\caption{" + tex_text(caption(group)) + "}",
             r"\resizebox{\linewidth}{!}{%",
             r"\begin{tabular}{" + spec + "}",
             r"\toprule",
@@ -234,7 +311,9 @@ def latex(summary: pd.DataFrame) -> str:
             r"\midrule",
         ]
         for _, row in group.iterrows():
-            cells = [tex_escape(cell(row, c, "PLUSMINUS")).replace("PLUSMINUS", r"$\pm$") for c in COLUMNS]
+            cells = [tex_text(cell(row, c, "±")) for c in COLUMNS]
+            cells = [r"\textbf{" + t + "}" if row["best"] and c.header.startswith("test top-1") else t
+                     for t, c in zip(cells, COLUMNS, strict=True)]  # fmt: skip
             lines.append(tex_escape(row["method"]) + " & " + " & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
         parts.append("\n".join(lines))
