@@ -84,13 +84,26 @@ def add_report(sub) -> None:
     p = sub.add_parser("report", help="tables from the run records")
     p.add_argument("--results", default="results", help="results folder to read (default: results/)")
     p.add_argument("--out", default="reports", help="where to write the tables (default: reports/)")
-    p.add_argument("--format", default="both", choices=("md", "tex", "both"))
+    p.add_argument(
+        "--format",
+        default="all",
+        choices=("md", "tex", "csv", "both", "all"),
+        help="all (default): Markdown, LaTeX and CSV; both: Markdown and LaTeX",
+    )
+    p.add_argument("--methods", help="only these methods (comma list of names or row labels); teachers stay")
+    p.add_argument("--datasets", help="only these datasets (comma list)")
+    p.add_argument("--backbones", help="only these backbones (comma list)")
+    p.add_argument("--baseline", default="cut-full", help="the row every method is tested against (default cut-full)")
 
 
 def cmd_report(args) -> int:
     from finebench.reports import write_report
 
-    report = write_report(Path(args.results), Path(args.out), args.format)
+    def split(v):
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+
+    report = write_report(Path(args.results), Path(args.out), args.format, split(args.methods), split(args.datasets),
+                          split(args.backbones), args.baseline)  # fmt: skip
     for err in report.errors:
         print(f"warning: skipped damaged record {err}", file=sys.stderr)
     print(report.markdown)

@@ -132,3 +132,31 @@ def test_paired_tests_against_the_baseline_with_holm_and_bold_best():
     assert "paired-t test, Holm-corrected" in md
     tex = latex(summary_of(recs))
     assert r"\textbf{" in tex and r"$\Delta$ vs baseline" in tex and "Δ" not in tex and "≥" not in tex
+
+
+def test_csv_filters_and_cost_columns(tmp_path):
+    import pandas as pd
+
+    store = ResultStore(tmp_path / "results")
+    for s in (0, 1):
+        full = make_record("cut-full", s, 80.0 + s)
+        full.cost.update(samples=1000, train_flops_estimate=3e12, charges={})
+        store.append(full)
+        kd = make_record("kd", s, 82.0 + s)
+        kd.cost.update(samples=1000, train_flops_estimate=3e12, charges={"teacher:cut-full": {"samples": 1000,
+                       "flops": 6e12, "seconds": 50.0}})  # fmt: skip
+        store.append(kd)
+    report = write_report(tmp_path / "results", tmp_path / "rep")
+    summary = pd.read_csv(tmp_path / "rep" / "results.csv").set_index("method")
+    assert (
+        summary.loc["kd", "pflops_total_mean"] == pytest.approx(0.009)
+        and summary.loc["kd", "samples_total_mean"] == 2000
+    )
+    assert summary.loc["kd", "test_top1_ci_low"] < 82.5 < summary.loc["kd", "test_top1_ci_high"]
+    assert len(pd.read_csv(tmp_path / "rep" / "runs.csv")) == 4 and report.runs == 4
+    md = (tmp_path / "rep" / "results.md").read_text()
+    assert "| 2.00k | 0.009 |" in md and "| 1.00k | 0.003 |" in md
+    only = write_report(tmp_path / "results", tmp_path / "rep2", "md", methods=["kd"])
+    assert only.runs == 2 and "| cut-full |" not in only.markdown
+    with pytest.raises(ValueError, match=r"--datasets \['cub200'\]: not in the records; they hold \['synthetic'\]"):
+        write_report(tmp_path / "results", tmp_path / "rep3", datasets=["cub200"])

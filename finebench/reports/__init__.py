@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finebench.reports.figures import attention_figure
-from finebench.reports.tables import budget_key, latex, markdown, method_label, runs_frame, summarize
+from finebench.reports.tables import (
+    BASELINE,
+    TEACHER,
+    budget_key,
+    csv_frame,
+    latex,
+    markdown,
+    method_label,
+    runs_frame,
+    summarize,
+)
 from finebench.results.record import RunRecord
 from finebench.results.store import ResultStore
 
@@ -20,25 +30,56 @@ class Report:
     runs: int = 0
 
 
-def write_report(results: Path, out: Path, fmt: str = "both") -> Report:
-    if fmt not in ("md", "tex", "both"):
-        raise ValueError(f"report format {fmt!r} is not one of md, tex, both")
+FORMATS = ("md", "tex", "csv", "both", "all")  # both: md + tex; all: md + tex + csv
+
+
+def write_report(
+    results: Path,
+    out: Path,
+    fmt: str = "all",
+    methods: list[str] | None = None,
+    datasets: list[str] | None = None,
+    backbones: list[str] | None = None,
+    baseline: str = BASELINE,
+) -> Report:
+    """Tables (Markdown, LaTeX, CSV) and figures from the records in `results`; optional filters keep only the
+    named methods (by name or by row label), datasets and backbones."""
+    if fmt not in FORMATS:
+        raise ValueError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
     report = Report()
     records = list(ResultStore(results).records(report.errors))
     runs = runs_frame(records)
-    report.runs = len(runs)
     if runs.empty:
         raise ValueError(f"no finished runs in {Path(results) / 'runs'}; run `bench run` first (or pass --results DIR)")
-    summary = summarize(runs)
+    for column, wanted in (("dataset", datasets), ("backbone", backbones)):
+        if wanted:
+            unknown = sorted(set(wanted) - set(runs[column]))
+            if unknown:
+                raise ValueError(f"--{column}s {unknown}: not in the records; they hold {sorted(set(runs[column]))}")
+            runs = runs[runs[column].isin(wanted)]
+    if methods:
+        keep = runs["method_name"].isin(methods) | runs["method"].isin(methods) | (runs["method_name"] == TEACHER)
+        if not keep.any():
+            raise ValueError(f"--methods {methods}: no such runs; the records hold {sorted(set(runs['method']))}")
+        runs = runs[keep]
+    report.runs = len(runs)
+    summary = summarize(runs, baseline)
     out.mkdir(parents=True, exist_ok=True)
     report.markdown = markdown(summary)
-    figures = attention_figures(records, results, out, report)
-    if fmt in ("md", "both"):
+    shown = {(r.spec["dataset"], r.spec["backbone"]) for r in records}
+    kept = [r for r in records if (r.spec["dataset"], r.spec["backbone"]) in shown
+            and (not methods or r.spec["method"] in methods)]  # fmt: skip
+    figures = attention_figures(kept, results, out, report)
+    if fmt in ("md", "both", "all"):
         (out / "results.md").write_text("# finebench results\n\n" + report.markdown + figures)
         report.written.append(out / "results.md")
-    if fmt in ("tex", "both"):
+    if fmt in ("tex", "both", "all"):
         (out / "results.tex").write_text(latex(summary))
         report.written.append(out / "results.tex")
+    if fmt in ("csv", "all"):
+        csv_frame(summary).to_csv(out / "results.csv", index=False)
+        runs.to_csv(out / "runs.csv", index=False)
+        report.written += [out / "results.csv", out / "runs.csv"]
     return report
 
 
