@@ -160,3 +160,31 @@ def test_csv_filters_and_cost_columns(tmp_path):
     assert only.runs == 2 and "| cut-full |" not in only.markdown
     with pytest.raises(ValueError, match=r"--datasets \['cub200'\]: not in the records; they hold \['synthetic'\]"):
         write_report(tmp_path / "results", tmp_path / "rep3", datasets=["cub200"])
+
+
+def test_pareto_front_and_figures_are_written(tmp_path):
+    from finebench.reports.figures import pareto_front
+
+    # (cost, score): b is dominated by a (cheaper and better); d costs more than c for less
+    assert pareto_front([1.0, 2.0, 3.0, 4.0], [80.0, 75.0, 85.0, 84.0]) == [0, 2]
+    assert pareto_front([5.0, 1.0], [90.0, 90.0]) == [1]  # a tie in score: the cheaper one
+    store = ResultStore(tmp_path / "results")
+    for s in (0, 1):
+        for method, top1 in (("cut-fc", 60.0), ("cut-full", 80.0)):
+            r = make_record(method, s, top1 + s)
+            r.epochs = [{"epoch": e + 1, "elapsed": 2.0 * (e + 1), "val": {"top1": top1 - 5 + e}} for e in range(5)]
+            store.append(r)
+    report = write_report(tmp_path / "results", tmp_path / "rep")
+    figures = sorted(p.name for p in (tmp_path / "rep" / "figures").iterdir())
+    assert [f for f in figures if f.startswith("curves-")] == ["curves-synthetic-test_resnet-a84d0820.pdf",
+                                                               "curves-synthetic-test_resnet-a84d0820.png"]  # fmt: skip
+    assert any(f.startswith("cost-") and f.endswith(".png") for f in figures)
+    md = (tmp_path / "rep" / "results.md").read_text()
+    assert "## Figures" in md and "](figures/curves-synthetic-test_resnet-a84d0820.png)" in md
+    assert all(p.exists() for p in report.written)
+    index = (tmp_path / "rep" / "index.md").read_text()
+    assert "- [results.md](results.md): the comparison tables" in index and "runs.csv" in index
+    assert (
+        "[figures/curves-synthetic-test_resnet-a84d0820.png](figures/curves-synthetic-test_resnet-a84d0820.png)"
+        " ([PDF](figures/curves-synthetic-test_resnet-a84d0820.pdf)): val top-1 against epoch" in index
+    )

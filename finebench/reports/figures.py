@@ -52,3 +52,72 @@ def attention_figure(path: Path, out: Path, title: str) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def pareto_front(costs, scores) -> list[int]:
+    """Indices of the points no other point beats on both (lower or equal cost and higher or equal score, one of
+    them strictly), in order of cost."""
+    points = sorted(range(len(costs)), key=lambda i: (costs[i], -scores[i]))
+    front, best = [], float("-inf")
+    for i in points:
+        if scores[i] > best:
+            front.append(i)
+            best = scores[i]
+    return front
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    return plt, sns
+
+
+def curves_figure(epochs, out: Path, title: str, order: list[str] | None = None) -> list[Path]:
+    """Val top-1 against epoch and against wall-clock seconds, one line per method (mean over seeds, band: the
+    seeds' standard deviation). `epochs`: a frame with method, seed, epoch, elapsed, val_top1."""
+    plt, sns = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    order = order or sorted(set(epochs["method"]))
+    sns.lineplot(data=epochs, x="epoch", y="val_top1", hue="method", hue_order=order, errorbar="sd", marker="o",
+                 ax=axes[0])  # fmt: skip
+    sns.lineplot(data=epochs, x="elapsed", y="val_top1", hue="method", hue_order=order, errorbar=None, units="seed",
+                 estimator=None, ax=axes[1], legend=False, alpha=0.8)  # fmt: skip
+    axes[0].set(xlabel="epoch", ylabel="val top-1 (%)")
+    axes[1].set(xlabel="wall-clock seconds (own, per seed)", ylabel="val top-1 (%)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, plt)
+
+
+def cost_figure(summary, out: Path, title: str) -> list[Path]:
+    """Test top-1 against the time including charged phases, one point per method (error bars: std over seeds), the
+    Pareto front joined."""
+    plt, _ = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    costs, scores = summary["total_seconds_mean"].tolist(), summary["test_top1_mean"].tolist()
+    ax.errorbar(costs, scores, yerr=summary["test_top1_std"].fillna(0).tolist(), fmt="o", capsize=3)
+    for c, sc, name in zip(costs, scores, summary["method"], strict=True):
+        ax.annotate(name, (c, sc), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front = pareto_front(costs, scores)
+    ax.plot([costs[i] for i in front], [scores[i] for i in front], "--o", color="tab:red", markerfacecolor="none",
+            markersize=11, label="Pareto front (no method is both cheaper and better)")  # fmt: skip
+    ax.set(xlabel="seconds incl. teacher/source (mean over seeds)", ylabel="test top-1 (%)", xscale="log")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, plt)
+
+
+def save(fig, out: Path, plt) -> list[Path]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
