@@ -94,6 +94,7 @@ def add_report(sub) -> None:
     p.add_argument("--datasets", help="only these datasets (comma list)")
     p.add_argument("--backbones", help="only these backbones (comma list)")
     p.add_argument("--baseline", default="cut-full", help="the row every method is tested against (default cut-full)")
+    p.add_argument("--target", type=float, help="add the time to reach this val top-1 (%%), e.g. 85")
 
 
 def cmd_report(args) -> int:
@@ -103,7 +104,7 @@ def cmd_report(args) -> int:
         return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
     report = write_report(Path(args.results), Path(args.out), args.format, split(args.methods), split(args.datasets),
-                          split(args.backbones), args.baseline)  # fmt: skip
+                          split(args.backbones), args.baseline, args.target)  # fmt: skip
     for err in report.errors:
         print(f"warning: skipped damaged record {err}", file=sys.stderr)
     print(report.markdown)

@@ -188,3 +188,20 @@ def test_pareto_front_and_figures_are_written(tmp_path):
         "[figures/curves-synthetic-test_resnet-a84d0820.png](figures/curves-synthetic-test_resnet-a84d0820.png)"
         " ([PDF](figures/curves-synthetic-test_resnet-a84d0820.pdf)): val top-1 against epoch" in index
     )
+
+
+def test_time_to_target_counts_seeds_that_reach_it(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    for s, curve in enumerate(([70, 80, 86], [75, 85, 88], [60, 70, 80])):
+        r = make_record("cut-full", s, 80.0)
+        r.epochs = [{"epoch": e + 1, "elapsed": 10.0 * (e + 1), "val": {"top1": v}} for e, v in enumerate(curve)]
+        r.cost["charged_seconds"] = 1.0
+        store.append(r)
+    report = write_report(tmp_path / "results", tmp_path / "rep", "md", target=85)
+    header = [c.strip() for c in report.markdown.splitlines()[2].split("|")]
+    row = [c.strip() for c in report.markdown.splitlines()[4].split("|")]
+    at = header.index("time to 85 % val (s)")
+    assert header[at - 1] == "time to best (s)"
+    assert row[at] == "26.0 ± 7.1 (2/3 seeds)"  # seeds 0 and 1 reach 85 at 31 s and 21 s; seed 2 never
+    plain = write_report(tmp_path / "results", tmp_path / "rep2", "md")
+    assert "time to 85" not in plain.markdown

@@ -41,14 +41,15 @@ def write_report(
     datasets: list[str] | None = None,
     backbones: list[str] | None = None,
     baseline: str = BASELINE,
+    target: float | None = None,
 ) -> Report:
     """Tables (Markdown, LaTeX, CSV) and figures from the records in `results`; optional filters keep only the
-    named methods (by name or by row label), datasets and backbones."""
+    named methods (by name or by row label), datasets and backbones; `target` adds the time to that val top-1 (%)."""
     if fmt not in FORMATS:
         raise ValueError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
     report = Report()
     records = list(ResultStore(results).records(report.errors))
-    runs = runs_frame(records)
+    runs = runs_frame(records, target)
     if runs.empty:
         raise ValueError(f"no finished runs in {Path(results) / 'runs'}; run `bench run` first (or pass --results DIR)")
     for column, wanted in (("dataset", datasets), ("backbone", backbones)):

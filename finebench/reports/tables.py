@@ -39,7 +39,17 @@ def method_label(method: str, config: dict) -> str:
     return method + (" (" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
 
 
-def run_row(r: RunRecord) -> dict:
+def seconds_to_target(r: RunRecord, target: float) -> float:
+    """Seconds (own, plus charged phases, which precede training) until val top-1 first reaches `target`; NaN if it
+    never does."""
+    charged = r.cost.get("charged_seconds", 0.0)
+    for e in r.epochs:
+        if "val" in e and e["val"]["top1"] >= target:
+            return e["elapsed"] + charged
+    return math.nan
+
+
+def run_row(r: RunRecord, target: float | None = None) -> dict:
     train = r.spec["train"]
     own = r.cost["total_seconds"]
     charged = r.cost.get("charged_seconds", 0.0)
@@ -68,6 +78,7 @@ def run_row(r: RunRecord) -> dict:
         "samples_total": r.cost.get("samples", 0) + sum(c.get("samples", 0) for c in charges),
         "pflops_total": ((r.cost.get("train_flops_estimate") or 0.0) + sum(c.get("flops", 0.0) for c in charges))
         / 1e15,
+        **({"seconds_to_target": seconds_to_target(r, target)} if target is not None else {}),
         "trainable": r.params["trainable"],
         "total": r.params["total"],
         "capped": bool(r.cost.get("capped")),
@@ -78,26 +89,28 @@ def run_row(r: RunRecord) -> dict:
 TEACHER = "teacher"  # method_name of the rows that show a distillation method's teacher
 
 
-def runs_frame(records: Iterable[RunRecord]) -> pd.DataFrame:
+def runs_frame(records: Iterable[RunRecord], target: float | None = None) -> pd.DataFrame:
     """One row per finished run; a teacher used by a run also appears in that run's table (once per teacher run),
     labelled `teacher: <method> (<backbone>)`, so a student, its distilled variants and their teacher sit together."""
     records = [r for r in records if r.status == "ok"]
     by_id = {r.run_id: r for r in records}
     rows, teachers = [], set()
     for r in records:
-        row = run_row(r)
+        row = run_row(r, target)
         rows.append(row)
         teacher = by_id.get(r.sources.get("teacher", ""))
         if teacher is None or (row["dataset"], row["backbone"], row["budget"], teacher.run_id) in teachers:
             continue
         teachers.add((row["dataset"], row["backbone"], row["budget"], teacher.run_id))
-        t = run_row(teacher)
+        t = run_row(teacher, target)
         weights = teacher.spec["train"].get("weights", "default")
         differs = weights != r.spec["train"].get("weights", "default")  # the student's weights are the default
         label = f"teacher: {t['method']} ({t['backbone']}" + (f", weights={weights})" if differs else ")")
         group = {k: row[k] for k in ("dataset", "backbone", "budget")}
         rows.append(t | group | {"method": label, "method_name": TEACHER})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["target"] = target
+    return frame
 
 
 METRICS = (
@@ -163,9 +176,11 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     runs = runs.sort_values(["_order", "method", "seed"], kind="stable")
     g = runs.groupby(keys, sort=False)
     out = g.size().rename("n").to_frame()
-    for m in METRICS:
-        out[f"{m}_mean"] = g[m].mean()
+    for m in METRICS + (("seconds_to_target",) if "seconds_to_target" in runs else ()):
+        out[f"{m}_mean"] = g[m].mean()  # NaN (not reached) left out
         out[f"{m}_std"] = g[m].std(ddof=1)
+    if "seconds_to_target" in runs:
+        out["reached"] = g["seconds_to_target"].count()
     for m in ("trainable", "total", "epochs", "resolution"):
         out[m] = g[m].first()
     out["capped"] = g["capped"].sum()
@@ -179,6 +194,7 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     out = out.reset_index()
     significance(runs, out, baseline)
     out["baseline"] = baseline
+    out.attrs["target"] = runs.attrs.get("target")
     contenders = out[~out["method"].str.startswith(f"{TEACHER}:")]
     best = contenders.groupby(["dataset", "backbone", "budget"])["test_top1_mean"].transform("max")
     out["best"] = False
@@ -212,6 +228,16 @@ COLUMNS = (
 )
 
 
+def columns(summary: pd.DataFrame) -> tuple[Column, ...]:
+    """The table's columns: COLUMNS, plus time to the target val accuracy when the report was asked for one."""
+    target = summary.attrs.get("target")
+    if target is None:
+        return COLUMNS
+    extra = Column(f"time to {target:g} % val (s)", f"time to {target:g}\\,\\% val (s)", "seconds_to_target", "target")
+    at = [c.metric for c in COLUMNS].index("seconds_to_best") + 1
+    return COLUMNS[:at] + (extra,) + COLUMNS[at:]
+
+
 def human_count(n: float) -> str:
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if n >= div:
@@ -243,6 +269,13 @@ def cell(row: pd.Series, col: Column, pm: str) -> str:
         return f"{human_count(row['trainable'])} / {human_count(row['total'])}"
     if col.kind == "count":  # identical across seeds by construction (the budget): the mean alone
         return human_count(row[f"{col.metric}_mean"])
+    if col.kind == "target":
+        reached, n = int(row["reached"]), int(row["n"])
+        if reached == 0:
+            return "not reached"
+        mean, std = row["seconds_to_target_mean"], row["seconds_to_target_std"]
+        text = f"{mean:.1f}" + ("" if math.isnan(std) else f" {pm} {std:.1f}")
+        return text + ("" if reached == n else f" ({reached}/{n} seeds)")
     if col.kind == "flops":
         return f"{row[f'{col.metric}_mean']:.3f}"
     mean, std = row[f"{col.metric}_mean"], row[f"{col.metric}_std"]
@@ -298,12 +331,13 @@ def markdown(summary: pd.DataFrame) -> str:
     parts = []
     for group in groups(summary):
         lines = [f"### {caption(group)}", ""]
-        lines.append("| method | " + " | ".join(c.header for c in COLUMNS) + " |")
-        lines.append("|---|" + "|".join("---:" for _ in COLUMNS) + "|")
+        cols = columns(summary)
+        lines.append("| method | " + " | ".join(c.header for c in cols) + " |")
+        lines.append("|---|" + "|".join("---:" for _ in cols) + "|")
         for _, row in group.iterrows():
-            cells = [cell(row, c, "±") for c in COLUMNS]
+            cells = [cell(row, c, "±") for c in cols]
             cells = [f"**{t}**" if row["best"] and c.header.startswith("test top-1") else t
-                     for t, c in zip(cells, COLUMNS, strict=True)]  # fmt: skip
+                     for t, c in zip(cells, cols, strict=True)]  # fmt: skip
             lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -312,7 +346,8 @@ def markdown(summary: pd.DataFrame) -> str:
 def latex(summary: pd.DataFrame) -> str:
     parts = []
     for group in groups(summary):
-        spec = "l" + "r" * len(COLUMNS)
+        cols = columns(summary)
+        spec = "l" + "r" * len(cols)
         lines = [
             r"\begin{table}[t]",
             r"\centering",
@@ -320,13 +355,13 @@ def latex(summary: pd.DataFrame) -> str:
             r"\resizebox{\linewidth}{!}{%",
             r"\begin{tabular}{" + spec + "}",
             r"\toprule",
-            "method & " + " & ".join(c.tex_header for c in COLUMNS) + r" \\",
+            "method & " + " & ".join(c.tex_header for c in cols) + r" \\",
             r"\midrule",
         ]
         for _, row in group.iterrows():
-            cells = [tex_text(cell(row, c, "±")) for c in COLUMNS]
+            cells = [tex_text(cell(row, c, "±")) for c in cols]
             cells = [r"\textbf{" + t + "}" if row["best"] and c.header.startswith("test top-1") else t
-                     for t, c in zip(cells, COLUMNS, strict=True)]  # fmt: skip
+                     for t, c in zip(cells, cols, strict=True)]  # fmt: skip
             lines.append(tex_escape(row["method"]) + " & " + " & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
         parts.append("\n".join(lines))
