@@ -205,3 +205,33 @@ def test_time_to_target_counts_seeds_that_reach_it(tmp_path):
     assert row[at] == "26.0 ± 7.1 (2/3 seeds)"  # seeds 0 and 1 reach 85 at 31 s and 21 s; seed 2 never
     plain = write_report(tmp_path / "results", tmp_path / "rep2", "md")
     assert "time to 85" not in plain.markdown
+
+
+def test_method_tables_from_extras():
+    from finebench.reports.method_tables import attention_pruning_table, distillation_table, pruning_table
+
+    def entry(c, mode, setting, pruned, unpruned):
+        return {"class": c, "mode": mode, "setting": setting, "multi_class": 70.0, "params_removed": 0.25,
+                "flops_removed": 0.1, "single_class": {"balanced": pruned},
+                "single_class_unpruned": {"balanced": unpruned}, "physical": {"latency_ms": 8.0}}  # fmt: skip
+
+    sp = []
+    for s, shift in ((0, 0.0), (1, 2.0)):
+        r = make_record("semantic-pruning", s, 70.0)
+        r.extras = {"pruning": [entry(0, "nwp", "33%", 90.0 + shift, 88.0), entry(1, "nwp", "33%", 80.0, 84.0)],
+                    "unpruned_cost": {"latency_ms": 10.0}}  # fmt: skip
+        sp.append(r)
+    table = pruning_table(sp)
+    # seed 0: mean(90, 80) = 85; seed 1: mean(92, 80) = 86 -> 85.5 ± 0.7; one class of two kept; latency 80 %
+    assert "| synthetic · test_resnet | nwp | 33% | 85.5 ± 0.7 | 86.0 ± 0.0 | 50.0 ± 0.0 | 70.0 ± 0.0 |" in table
+    assert table.rstrip().endswith("| 25.0 ± 0.0 | 10.0 ± 0.0 | 80.0 ± 0.0 |")
+    fa = make_record("filter-attention", 0, 70.0)
+    fa.extras = {"attention_pruning": [{"mode": "nwp", "ratio": 0.05, "test": {"top1": 66.5}}]}
+    assert "| synthetic · test_resnet | nwp | 5 % | 66.5 |" in attention_pruning_table([fa])
+    students = [make_record(m, 0, v) for m, v in (("cut-full", 80.0), ("kd", 81.0), ("attention-transfer", 82.5))]
+    teacher = make_record("cut-full", 0, 90.0, run_id="big")
+    teacher.spec["backbone"] = "big_net"
+    for r in students[1:]:
+        r.sources = {"teacher": "big"}
+    table = distillation_table(summary_of([*students, teacher]))
+    assert "| synthetic · test_resnet | 20.0 | 19.0 | 17.5 | — | 10.0 (cut-full (big_net)) |" in table

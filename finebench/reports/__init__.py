@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finebench.reports.figures import attention_figure, cost_figure, curves_figure
+from finebench.reports.method_tables import attention_pruning_table, distillation_table, pruning_table
 from finebench.reports.tables import (
     BASELINE,
     TEACHER,
@@ -72,6 +73,8 @@ def write_report(
             and (not methods or r.spec["method"] in methods)]  # fmt: skip
     figures = attention_figures(kept, results, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
+    specific = [distillation_table(summary), pruning_table(kept), attention_pruning_table(kept)]
+    report.markdown += "".join("\n" + t for t in specific if t)
     if fmt in ("md", "both", "all"):
         (out / "results.md").write_text("# finebench results\n\n" + report.markdown + figures)
         report.written.append(out / "results.md")

@@ -1,0 +1,116 @@
+"""Tables of one method family's own findings, from the records' `extras` (Markdown)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from finebench.results.record import RunRecord
+
+
+def fmt(values: list[float], digits: int = 1) -> str:
+    """mean ± std over seeds (std only with two or more)."""
+    if not values:
+        return "—"
+    text = f"{np.mean(values):.{digits}f}"
+    return text + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
+
+
+def pruning_table(records: list[RunRecord]) -> str:
+    """Semantic pruning per (dataset, backbone, mode, setting), mean over classes then over seeds: balanced
+    single-class accuracy of the pruned and the unpruned network, the classes whose balanced accuracy is kept or
+    improved, multi-class accuracy, parameters and FLOPs removed, and the physically pruned network's latency."""
+    runs = [r for r in records if r.spec["method"] == "semantic-pruning" and r.extras.get("pruning")]
+    if not runs:
+        return ""
+    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        per_setting: dict[tuple, list[dict]] = defaultdict(list)
+        for entry in r.extras["pruning"]:
+            per_setting[(entry["mode"], str(entry["setting"]))].append(entry)
+        base_latency = r.extras.get("unpruned_cost", {}).get("latency_ms")
+        for (mode, setting), entries in per_setting.items():
+            c = cells[(r.spec["dataset"], r.spec["backbone"], mode, setting)]
+            pruned = [e["single_class"]["balanced"] for e in entries]
+            unpruned = [e["single_class_unpruned"]["balanced"] for e in entries]
+            c["pruned"].append(float(np.mean(pruned)))
+            c["unpruned"].append(float(np.mean(unpruned)))
+            c["kept"].append(100.0 * float(np.mean([p >= u for p, u in zip(pruned, unpruned, strict=True)])))
+            c["multi"].append(float(np.mean([e["multi_class"] for e in entries])))
+            c["params"].append(100.0 * float(np.mean([e["params_removed"] for e in entries])))
+            c["flops"].append(100.0 * float(np.mean([e["flops_removed"] for e in entries])))
+            latency = [e["physical"]["latency_ms"] for e in entries if e.get("physical", {}).get("latency_ms")]
+            if latency and base_latency:
+                c["latency"].append(100.0 * float(np.mean(latency)) / base_latency)
+    lines = [
+        "### Semantic pruning: single-class classifiers after pruning (no retraining)",
+        "",
+        "Balanced accuracy of the network as a classifier for one class vs the rest (mean over the analysed classes,"
+        " then mean ± std over seeds); kept: share of classes whose balanced accuracy is not lower than unpruned;"
+        " latency of the physically pruned network relative to the unpruned one (first class, batch of 32).",
+        "",
+        "| dataset · backbone | mode | setting | pruned bal. acc. (%) | unpruned (%) | kept (%) | multi-class top-1 (%)"
+        " | params removed (%) | FLOPs removed (%) | latency (% of unpruned) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (dataset, backbone, mode, setting), c in cells.items():
+        lines.append(
+            f"| {dataset} · {backbone} | {mode} | {setting} | {fmt(c['pruned'])} | {fmt(c['unpruned'])} | "
+            f"{fmt(c['kept'])} | {fmt(c['multi'])} | {fmt(c['params'])} | {fmt(c['flops'])} | {fmt(c['latency'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def attention_pruning_table(records: list[RunRecord]) -> str:
+    """Filter attention: test top-1 after removing the lowest-ranked filters (network-wise and per layer)."""
+    runs = [r for r in records if r.spec["method"] == "filter-attention" and r.extras.get("attention_pruning")]
+    if not runs:
+        return ""
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    for r in runs:
+        for entry in r.extras["attention_pruning"]:
+            key = (r.spec["dataset"], r.spec["backbone"], entry["mode"], entry["ratio"])
+            cells[key].append(entry["test"]["top1"])
+    lines = [
+        "### Filter attention: accuracy after removing the lowest-attention filters (no retraining)",
+        "",
+        "| dataset · backbone | mode | filters removed | test top-1 (%) |",
+        "|---|---|---:|---:|",
+    ]
+    for (dataset, backbone, mode, ratio), values in sorted(cells.items(), key=lambda kv: kv[0]):
+        lines.append(f"| {dataset} · {backbone} | {mode} | {100 * ratio:g} % | {fmt(values)} |")
+    return "\n".join(lines) + "\n"
+
+
+def distillation_table(summary) -> str:
+    """Student / KD / AT / AT+KD / teacher test top-1 error (%) per table that has a teacher row, as the AT paper's
+    Table 4 lays it out."""
+    order = [("cut-full", "student"), ("kd", "KD"), ("attention-transfer", "AT"), ("at+kd", "AT+KD")]
+    lines = []
+    for (dataset, backbone, _), group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
+        teacher = group[group["method"].str.startswith("teacher:")]
+        if teacher.empty:
+            continue
+        row = {m: group[group["method"] == m] for m, _ in order}
+        cells = []
+        for m, _ in order:
+            g = row[m]
+            cells.append("—" if g.empty else err(g.iloc[0]))
+        t = teacher.iloc[0]
+        lines.append(f"| {dataset} · {backbone} | " + " | ".join(cells) + f" | {err(t)} ({t['method'][9:]}) |")
+    if not lines:
+        return ""
+    head = [
+        "### Distillation: test top-1 error (%) of student, KD, AT, AT+KD and teacher",
+        "",
+        "| dataset · student | " + " | ".join(name for _, name in order) + " | teacher |",
+        "|---|" + "---:|" * (len(order) + 1),
+    ]
+    return "\n".join(head + lines) + "\n"
+
+
+def err(row) -> str:
+    std = row["test_top1_std"]
+    text = f"{100 - row['test_top1_mean']:.1f}"
+    return text if std != std else f"{text} ± {std:.1f}"  # NaN std: one seed
