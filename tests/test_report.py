@@ -235,3 +235,28 @@ def test_method_tables_from_extras():
         r.sources = {"teacher": "big"}
     table = distillation_table(summary_of([*students, teacher]))
     assert "| synthetic · test_resnet | 20.0 | 19.0 | 17.5 | — | 10.0 (cut-full (big_net)) |" in table
+
+
+def test_method_figures_are_drawn_from_extras(tmp_path):
+    from finebench.reports.figures import layer_group
+
+    assert [layer_group(n) for n in ("layer3.1.conv2", "blocks.4.2.conv_pw", "conv_stem", "fc")] == [
+        "layer3", "blocks.4", "conv_stem", "fc"]  # fmt: skip
+    store = ResultStore(tmp_path / "results")
+    fa = make_record("filter-attention", 0, 70.0)
+    fa.extras = {"attention": {"histogram_edges": [0.0, 0.5, 1.0, 1.5, 2.0],
+                               "layers": {"layer1.0.conv1": {"histogram": [0, 3, 5, 1]},
+                                          "layer2.0.conv1": {"histogram": [1, 1, 6, 0]}}}}  # fmt: skip
+    store.append(fa)
+    sp = make_record("semantic-pruning", 0, 70.0)
+    plan = [(c, m, t) for c in (0, 1) for m, t in (("nwp", "33%"), ("nwp", 0.5), ("lwp", "33%"), ("nwp", "zero"))]
+    sp.extras = {"pruning": [{"class": c, "mode": m, "setting": t, "single_class": {"balanced": 80.0 - 10 * c},
+                              "single_class_unpruned": {"balanced": 82.0}, "multi_class": 70.0,
+                              "params_removed": 0.3, "flops_removed": 0.2} for c, m, t in plan]}  # fmt: skip
+    store.append(sp)
+    write_report(tmp_path / "results", tmp_path / "rep")
+    names = sorted(p.name for p in (tmp_path / "rep" / "figures").iterdir())
+    assert "fa-filter-attention-synthetic-test_resnet-a84d0820.png" in names
+    assert "pruning-semantic-pruning-synthetic-test_resnet-a84d0820.pdf" in names
+    index = (tmp_path / "rep" / "index.md").read_text()
+    assert "the paper's Figure 2" in index and "LWP vs NWP" in index

@@ -6,7 +6,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finebench.reports.figures import attention_figure, cost_figure, curves_figure
+from finebench.reports.figures import (
+    attention_figure,
+    attention_histograms,
+    cost_figure,
+    curves_figure,
+    pruning_curves,
+)
 from finebench.reports.method_tables import attention_pruning_table, distillation_table, pruning_table
 from finebench.reports.tables import (
     BASELINE,
@@ -71,7 +77,7 @@ def write_report(
     shown = {(r.spec["dataset"], r.spec["backbone"]) for r in records}
     kept = [r for r in records if (r.spec["dataset"], r.spec["backbone"]) in shown
             and (not methods or r.spec["method"] in methods)]  # fmt: skip
-    figures = attention_figures(kept, results, out, report)
+    figures = attention_figures(kept, results, out, report) + extras_figures(kept, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
     specific = [distillation_table(summary), pruning_table(kept), attention_pruning_table(kept)]
     report.markdown += "".join("\n" + t for t in specific if t)
@@ -98,6 +104,8 @@ EXPLAIN = {
     "curves": "val top-1 against epoch (mean over seeds, band: std) and against wall-clock seconds (one line per seed)",
     "cost": "test top-1 against seconds including charged phases; the Pareto front circled",
     "attention": "attention maps over the same 8 test images (student and teacher for AT; M for ABN)",
+    "fa": "filter-attention weights per layer group (1 = unchanged; the paper's Figure 2)",
+    "pruning": "semantic pruning: balanced single-class accuracy against the pruned share, per class and LWP vs NWP",
 }
 
 
@@ -107,7 +115,8 @@ def index(written: list[Path], out: Path) -> str:
     for path in sorted({p for p in written if p.suffix != ".pdf"}):
         rel = path.relative_to(out)
         kind = path.name if path.name in EXPLAIN else path.name.split("-", 1)[0]
-        pdf = f" ([PDF]({rel.with_suffix('.pdf')}))" if path.with_suffix(".pdf") in written else ""
+        twin = path.with_name(path.name.removesuffix(".png") + ".pdf")
+        pdf = f" ([PDF]({twin.relative_to(out)}))" if path.suffix == ".png" and twin in written else ""
         lines.append(f"- [{rel}]({rel}){pdf}: {EXPLAIN.get(kind, '')}")
     return "\n".join(lines) + "\n"
 
@@ -163,3 +172,28 @@ def comparison_figures(runs, summary, records: list[RunRecord], out: Path, repor
             report.written += paths
             lines.append(f"### Accuracy against cost: {title}\n\n![cost]({base.format('cost')}.png)\n")
     return "\n## Figures\n\n" + "\n".join(lines) if lines else ""
+
+
+def extras_figures(records: list[RunRecord], out: Path, report: Report) -> str:
+    """Filter-attention histograms and semantic-pruning curves, one per (dataset, backbone, budget, method row),
+    from the lowest seed."""
+    chosen: dict[tuple, RunRecord] = {}
+    for r in sorted(records, key=lambda r: r.spec["seed"]):
+        if r.spec["method"] in ("filter-attention", "semantic-pruning"):
+            label = method_label(r.spec["method"], r.spec.get("method_config", {}))
+            chosen.setdefault((r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), label), r)
+    lines = []
+    for (dataset, backbone, budget, label), r in chosen.items():
+        title = f"{label} · {dataset} · {backbone} · seed {r.spec['seed']}"
+        stem = f"{slug(label)}-{slug(dataset)}-{slug(backbone)}-{budget}"
+        if "attention" in r.extras and r.extras["attention"].get("layers"):
+            name = f"figures/fa-{stem}"
+            report.written += attention_histograms(r.extras["attention"], out / name, title)
+            lines.append(f"### {title}: attention weights\n\n![attention weights]({name}.png)\n")
+        if r.extras.get("pruning"):
+            name = f"figures/pruning-{stem}"
+            paths = pruning_curves(r.extras["pruning"], out / name, title)
+            if paths:
+                report.written += paths
+                lines.append(f"### {title}: pruning\n\n![pruning]({name}.png)\n")
+    return "\n## Method figures\n\n" + "\n".join(lines) if lines else ""

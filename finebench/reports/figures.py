@@ -116,8 +116,78 @@ def cost_figure(summary, out: Path, title: str) -> list[Path]:
 
 def save(fig, out: Path, plt) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
+    paths = [out.with_name(out.name + ".png"), out.with_name(out.name + ".pdf")]  # names may hold dots (0.5)
     fig.savefig(paths[0], dpi=130)
     fig.savefig(paths[1])
     plt.close(fig)
     return paths
+
+
+def layer_group(name: str) -> str:
+    """The stage a conv belongs to, by its module path: `layer3.1.conv2` -> layer3, `blocks.4.2.conv_pw` -> blocks.4,
+    `conv_stem` -> conv_stem."""
+    parts = name.split(".")
+    nested = len(parts) > 1 and parts[1].isdigit() and not parts[0].startswith("layer")
+    return ".".join(parts[:2]) if nested else parts[0]
+
+
+def attention_histograms(extras: dict, out: Path, title: str) -> list[Path]:
+    """Filter-attention weights per layer group (summed per-layer histograms on the shared edges): the paper's
+    Figure 2."""
+    plt, _ = _plt()
+    edges = np.asarray(extras["histogram_edges"], dtype=float)
+    groups: dict[str, np.ndarray] = {}
+    for name, layer in extras["layers"].items():
+        g = layer_group(name)
+        groups[g] = groups.get(g, 0) + np.asarray(layer["histogram"], dtype=float)
+    n = len(groups)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.3 * rows), squeeze=False)
+    centres = (edges[:-1] + edges[1:]) / 2
+    for ax, (g, counts) in zip(axes.flat, groups.items(), strict=False):
+        ax.bar(centres, counts, width=np.diff(edges), color="tab:blue", alpha=0.8)
+        ax.axvline(1.0, color="tab:red", lw=0.8, ls="--")
+        ax.set_title(g, fontsize=8)
+        ax.set_yscale("log")
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title + " · attention weights per layer group (1 = unchanged)", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, plt)
+
+
+def pruning_curves(entries: list[dict], out: Path, title: str) -> list[Path]:
+    """Semantic pruning: balanced single-class accuracy against the pruned share θ, one line per class (NWP sweep
+    and the 33 % / 66 % settings), and LWP vs NWP averaged over the classes."""
+    plt, sns = _plt()
+    import pandas as pd
+
+    rows = []
+    for e in entries:
+        setting = str(e["setting"])
+        theta = {"33%": 0.33, "66%": 0.66}.get(setting)
+        if theta is None:
+            try:
+                theta = float(setting)
+            except ValueError:
+                continue  # zero / median: not a share
+        rows.append({"theta": theta, "class": str(e["class"]), "mode": e["mode"],
+                     "balanced": e["single_class"]["balanced"],
+                     "unpruned": e["single_class_unpruned"]["balanced"]})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    nwp = frame[frame["mode"] == "nwp"].sort_values("theta")
+    legend = len(set(nwp["class"])) <= 10
+    sns.lineplot(data=nwp, x="theta", y="balanced", hue="class", marker="o", ax=axes[0], legend=legend)
+    axes[0].set(xlabel="θ (share of filters pruned, network-wise)", ylabel="balanced single-class accuracy (%)")
+    sns.lineplot(data=frame, x="theta", y="balanced", hue="mode", marker="o", errorbar="sd", ax=axes[1])
+    axes[1].axhline(frame["unpruned"].mean(), color="grey", ls="--", lw=0.8, label="unpruned (mean)")
+    axes[1].set(xlabel="θ", ylabel="mean over classes (%)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, plt)
