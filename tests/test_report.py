@@ -260,3 +260,18 @@ def test_method_figures_are_drawn_from_extras(tmp_path):
     assert "pruning-semantic-pruning-synthetic-test_resnet-a84d0820.pdf" in names
     index = (tmp_path / "rep" / "index.md").read_text()
     assert "the paper's Figure 2" in index and "LWP vs NWP" in index
+
+
+def test_latex_rows_match_the_column_spec():
+    import re
+
+    recs = [make_record("cut-full", s, 80.0 + s) for s in range(3)] + [
+        make_record("my_net%", s, 70.0) for s in range(3)
+    ]
+    tex = latex(summary_of(recs))
+    spec = re.search(r"\\begin\{tabular\}\{(l+r*)\}", tex).group(1)
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    header = tex.split(r"\toprule")[1].split(r"\midrule")[0].strip()
+    for line in [header, *body]:
+        assert line.endswith(r"\\") and len(re.findall(r"(?<!\\)&", line)) == len(spec) - 1
+    assert r"my\_net\%" in tex and tex.count("{") == tex.count("}")
