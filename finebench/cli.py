@@ -51,6 +51,7 @@ def add_run(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
     p.add_argument("--dry-run", action="store_true", help="print the resolved runs and exit")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: record it, go on)")
 
 
 def cmd_run(args) -> int:
@@ -73,10 +74,16 @@ def cmd_run(args) -> int:
         for spec in expand(suite):
             print(f"{spec.run_id}  {'done' if store.has(spec.run_id) else 'todo'}  {spec.label}")
         return 0
-    result = run_suite(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=args.quiet))
+    result = run_suite(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=args.quiet), args.fail_fast)
     extra = f" (+ {len(result.sources)} teacher/source run(s) they used)" if result.sources else ""
     skipped = f"{len(result.skipped)} skipped (already recorded)"
     print(f"done: {len(result.done)} run(s) recorded{extra}, {skipped} in {args.out}")
+    if result.elsewhere:
+        print(f"{len(result.elsewhere)} run(s) were running in another process; run again later to pick up the rest")
+    if result.failed:
+        print(f"{len(result.failed)} run(s) FAILED, accounts in {Path(args.out) / 'failed'}/ (`bench run` again "
+              "retries them; `bench report` lists them)", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

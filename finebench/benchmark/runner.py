@@ -32,7 +32,16 @@ from finebench.datasets.cache import cached_images
 from finebench.datasets.split import cap_per_class, make_split
 from finebench.methods import METHODS, Context, Method, Stage
 from finebench.results.atomic import atomic_write
+from finebench.results.lock import RunLock
 from finebench.results.record import RunRecord
+
+
+class Diverged(RuntimeError):
+    """A run whose loss (or val loss) stopped being finite; carries the epoch and the last good epoch's entry."""
+
+    def __init__(self, epoch: int, losses: dict[str, float], last_good: dict[str, Any] | None) -> None:
+        super().__init__(f"loss not finite at epoch {epoch}: {losses}")
+        self.epoch, self.losses, self.last_good = epoch, losses, last_good
 
 
 def seed_everything(seed: int) -> None:
@@ -232,18 +241,19 @@ class Run:
             train,
         )
         store = ResultStore(self.out_dir)
-        record = store.get(spec.run_id)
-        if record is None or not (self.out_dir / record.artifacts.get("model", "-")).exists():
-            self.reporter.print(f"  {role} model: training {spec.label} (run {spec.run_id})")
-            t0 = time.perf_counter()
-            with preserved_rng():
-                record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
-            if not store.has(spec.run_id):
-                store.append(record)
-            self.nested_seconds += time.perf_counter() - t0  # charged below as the record's cost, as when loaded
-            reset_peak_memory()  # this run's peak GPU memory is its own, not the source's training
-        else:
-            self.reporter.print(f"  {role} model: reusing {spec.label} (run {spec.run_id}), its cost charged again")
+        t0 = time.perf_counter()
+        with RunLock(self.out_dir, spec.run_id):  # another process training the same source: wait for it
+            record = store.get(spec.run_id)
+            if record is None or not (self.out_dir / record.artifacts.get("model", "-")).exists():
+                self.reporter.print(f"  {role} model: training {spec.label} (run {spec.run_id})")
+                with preserved_rng():
+                    record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
+                if not store.has(spec.run_id):
+                    store.append(record)
+                reset_peak_memory()  # this run's peak GPU memory is its own, not the source's training
+            else:
+                self.reporter.print(f"  {role} model: reusing {spec.label} (run {spec.run_id}), its cost charged again")
+        self.nested_seconds += time.perf_counter() - t0  # charged below as the record's cost, as when loaded
         model = create_backbone(spec.backbone, self.ctx.num_classes, "random").model
         model.load_state_dict(load_state_dict(self.out_dir / record.artifacts["model"]))
         cost = record.cost
@@ -300,6 +310,8 @@ class Run:
             val = evaluate(method, model, self.loaders["val"], ctx.num_classes)
             budget.eval_seconds += time.perf_counter() - t_eval
             losses, seen, stage = loop.epoch_losses(), loop.seen, loop.stage
+            if not all(np.isfinite(v) for v in [*losses.values(), val["loss"]]):
+                raise Diverged(epoch + 1, losses | {"val_loss": val["loss"]}, history[-1] if history else None)
             entry = {
                 "epoch": epoch + 1,
                 "stage": stage.name,

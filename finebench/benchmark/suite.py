@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from finebench.backbones import backbone_info, create_backbone, default_resolution
+from finebench.backbones import backbone_info, create_backbone, data_config, default_resolution
 from finebench.benchmark.env import git_commit
 from finebench.benchmark.progress import Reporter, fmt_seconds
 from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec, build_config
 from finebench.datasets import build_dataset, check_name
+from finebench.datasets.cache import cached_images
 from finebench.methods import METHODS
+from finebench.results.lock import RunLock
 from finebench.results.store import ResultStore
 
 
@@ -62,6 +66,8 @@ def expand(suite: SuiteSpec) -> list[RunSpec]:
 class SuiteResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # recorded under <out>/failed/, tried again by a later run
+    elsewhere: list[str] = field(default_factory=list)  # running in another process on the same results folder
     sources: list[str] = field(default_factory=list)  # teacher / source runs trained on the way (recorded too)
 
 
@@ -77,12 +83,21 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def preflight(runs: list[RunSpec], data_root: str | None, device: torch.device) -> None:
-    """Fail before any training: every dataset present, every backbone built with its weights and run once at
-    its resolution."""
+def preflight(
+    runs: list[RunSpec], data_root: str | None, device: torch.device, reporter: Reporter | None = None
+) -> None:
+    """Fail before any training: every dataset present and its images readable (the image caches are built here),
+    every backbone built with its weights and run once at its resolution, every method's structure-dependent
+    setting checked."""
     from finebench.benchmark.runner import build_method
 
-    classes = {name: build_dataset(name, data_root).info.num_classes for name in dict.fromkeys(r.dataset for r in runs)}
+    datasets = {name: build_dataset(name, data_root) for name in dict.fromkeys(r.dataset for r in runs)}
+    classes = {name: data.info.num_classes for name, data in datasets.items()}
+    for r in runs:  # unreadable images are named now, not after hours of other runs
+        interpolation = data_config(backbone_info(r.backbone).arch)["interp"]
+        progress = reporter.counter(f"caching {r.dataset} at {r.train.resolution} px") if reporter else None
+        cached_images(datasets[r.dataset], r.train.resolution, r.train.resize, interpolation, progress=progress,
+                      skip_bad=r.train.skip_bad_images)  # fmt: skip
     needed = []
     for r in runs:
         needed.append((r.dataset, r.backbone, r.train.weights, r.train.resolution))
@@ -111,7 +126,12 @@ def preflight(runs: list[RunSpec], data_root: str | None, device: torch.device) 
 
 
 def run_suite(
-    suite: SuiteSpec, out: Path, data_root: str | None, device: str = "auto", reporter: Reporter | None = None
+    suite: SuiteSpec,
+    out: Path,
+    data_root: str | None,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+    fail_fast: bool = False,
 ) -> SuiteResult:
     from finebench.benchmark.runner import Run
 
@@ -119,7 +139,7 @@ def run_suite(
     git_commit()  # pin the commit of the code this process runs, before the checkout can change under it
     runs = expand(suite)
     dev = pick_device(device)
-    preflight(runs, data_root, dev)
+    preflight(runs, data_root, dev, reporter)
     store = ResultStore(out)
     result = SuiteResult()
     todo = [r for r in runs if not store.has(r.run_id)]
@@ -127,20 +147,63 @@ def run_suite(
     todo_ids = {r.run_id for r in todo} | set(result.skipped)
     reporter.print(f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), device {dev}")
     for i, spec in enumerate(todo, 1):
-        if store.has(spec.run_id):  # trained meanwhile as another run's teacher or source model
-            reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id}): recorded meanwhile as a source")
-            result.skipped.append(spec.run_id)
+        lock = RunLock(out, spec.run_id)
+        if not lock.acquire():
+            reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id}): running in another process, skipped")
+            result.elsewhere.append(spec.run_id)
             continue
-        reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id})")
-        t0 = time.perf_counter()
-        record = Run(spec, data_root, out, dev, reporter).execute()
-        path = store.append(record)
-        known = {*result.sources, *result.done, *todo_ids}
-        result.sources += [rid for rid in record.sources.values() if rid not in known]
-        best = record.best
-        reporter.print(
-            f"  best epoch {best['epoch']}: val top1 {best['val']['top1']:.1f}, test top1 {best['test']['top1']:.1f}"
-            f" top3 {best['test']['top3']:.1f}  ({fmt_seconds(time.perf_counter() - t0)}) -> {path}"
-        )
-        result.done.append(spec.run_id)
+        try:
+            if store.has(spec.run_id):  # recorded meanwhile: as a teacher or source model, or by another process
+                reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id}): recorded meanwhile")
+                result.skipped.append(spec.run_id)
+                continue
+            reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id})")
+            t0 = time.perf_counter()
+            try:
+                record = Run(spec, data_root, out, dev, reporter).execute()
+            except Exception as e:  # noqa: BLE001 - one run's failure must not cost the others
+                if fail_fast:
+                    raise
+                info = failure_info(spec, e, time.perf_counter() - t0)
+                path = store.record_failure(spec.run_id, info)
+                reporter.print(f"  FAILED ({info['status']}): {info['message']}{info.get('hint', '')} -> {path}")
+                result.failed.append(spec.run_id)
+                continue
+            path = store.append(record)
+            store.clear_failure(spec.run_id)
+            known = {*result.sources, *result.done, *todo_ids}
+            result.sources += [rid for rid in record.sources.values() if rid not in known]
+            best = record.best
+            reporter.print(
+                f"  best epoch {best['epoch']}: val top1 {best['val']['top1']:.1f}, test top1 "
+                f"{best['test']['top1']:.1f} top3 {best['test']['top3']:.1f}  "
+                f"({fmt_seconds(time.perf_counter() - t0)}) -> {path}"
+            )
+            result.done.append(spec.run_id)
+        finally:
+            lock.release()
     return result
+
+
+def failure_info(spec: RunSpec, error: Exception, seconds: float) -> dict[str, Any]:
+    """What a failed run's account holds: status (diverged, out-of-memory, error), message, traceback, spec."""
+    from finebench.benchmark.runner import Diverged
+
+    text = str(error)
+    info: dict[str, Any] = {
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "status": "error",
+        "message": f"{type(error).__name__}: {text}".splitlines()[0][:500],
+        "traceback": traceback.format_exc(),
+        "seconds": seconds,
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if isinstance(error, Diverged):
+        info.update(status="diverged", epoch=error.epoch, losses=error.losses, last_good=error.last_good)
+    elif isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text:
+        info.update(
+            status="out-of-memory",
+            hint=f" (hint: a smaller --batch-size than {spec.train.batch_size}, or a lower --resolution)",
+        )
+    return info

@@ -81,6 +81,8 @@ def write_report(
     figures = comparison_figures(runs, summary, kept, out, report) + figures
     specific = [distillation_table(summary), pruning_table(kept), attention_pruning_table(kept)]
     report.markdown += "".join("\n" + t for t in specific if t)
+    failed = failed_section(ResultStore(results).failures())
+    report.markdown += failed
     if fmt in ("md", "both", "all"):
         (out / "results.md").write_text("# finebench results\n\n" + report.markdown + figures)
         report.written.append(out / "results.md")
@@ -197,3 +199,18 @@ def extras_figures(records: list[RunRecord], out: Path, report: Report) -> str:
                 report.written += paths
                 lines.append(f"### {title}: pruning\n\n![pruning]({name}.png)\n")
     return "\n## Method figures\n\n" + "\n".join(lines) if lines else ""
+
+
+def failed_section(failures: list[dict]) -> str:
+    """Failed runs, apart from the tables (never in a mean)."""
+    if not failures:
+        return ""
+    lines = ["", "## Failed runs (not in any table)", "", "| method | dataset | backbone | seed | status | message |",
+             "|---|---|---|---:|---|---|"]  # fmt: skip
+    for f in failures:
+        s = f.get("spec", {})
+        message = (f.get("message", "") + f.get("hint", "")).replace("|", "/")
+        epoch = f" at epoch {f['epoch']}" if f.get("epoch") else ""
+        lines.append(f"| {s.get('method')} | {s.get('dataset')} | {s.get('backbone')} | {s.get('seed')} | "
+                     f"{f.get('status')}{epoch} | {message} |")  # fmt: skip
+    return "\n".join(lines) + "\n"

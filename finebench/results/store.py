@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from finebench.results.atomic import atomic_write
 from finebench.results.record import RunRecord
 
 
@@ -37,6 +38,29 @@ class ResultStore:
 
     def has(self, run_id: str) -> bool:
         return self.path(run_id).exists()
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed"
+
+    def record_failure(self, run_id: str, info: dict) -> Path:
+        """A failed run's account (status, message, traceback, last good epoch) under <out>/failed/: apart from the
+        finished runs, so a later `bench run` tries it again and no report mixes it into a mean."""
+        dest = self.failed / f"{run_id}.json"
+        atomic_write(dest, lambda f: f.write(json.dumps(finite(info), indent=1, sort_keys=True).encode()))
+        return dest
+
+    def clear_failure(self, run_id: str) -> None:
+        (self.failed / f"{run_id}.json").unlink(missing_ok=True)
+
+    def failures(self) -> list[dict]:
+        out = []
+        for path in sorted(self.failed.glob("*.json")) if self.failed.is_dir() else []:
+            try:
+                out.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return out
 
     def get(self, run_id: str) -> RunRecord | None:
         """The record of `run_id`, or None when it is not recorded (or not readable)."""
