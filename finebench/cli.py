@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,14 @@ def cmd_run(args) -> int:
         for spec in expand(suite):
             print(f"{spec.run_id}  {'done' if store.has(spec.run_id) else 'todo'}  {spec.label}")
         return 0
-    result = run_suite(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=args.quiet), args.fail_fast)
+    try:
+        result = run_suite(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=args.quiet),
+                           args.fail_fast)  # fmt: skip
+    except KeyboardInterrupt:
+        again = " ".join(shlex.quote(a) for a in ["bench", *sys.argv[1:]])
+        print(f"\ninterrupted: every finished run is recorded in {args.out}; `{again}` continues with the rest "
+              "(the interrupted run starts again from its beginning)", file=sys.stderr)  # fmt: skip
+        return 130
     extra = f" (+ {len(result.sources)} teacher/source run(s) they used)" if result.sources else ""
     skipped = f"{len(result.skipped)} skipped (already recorded)"
     print(f"done: {len(result.done)} run(s) recorded{extra}, {skipped} in {args.out}")

@@ -111,3 +111,25 @@ def test_two_processes_on_one_results_folder_run_every_run_once(tmp_path):
     done = [int(o.split("done: ")[1].split(" ")[0]) for o, _ in outs]
     assert sum(done) == 8  # each run trained by exactly one of the two
     assert not list((tmp_path / "res" / "locks").glob("*.lock"))
+
+
+def test_ctrl_c_leaves_the_store_consistent_and_says_how_to_go_on(tmp_path):
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "finebench.cli", "run", "--methods", "cut-fc,cut-full", "--dataset",
+            "synthetic:4x40", "--backbone", "test_resnet", "--weights", "random", "--epochs", "30", "--resolution",
+            "48", "batch_size=8", "--out", "res"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "res" / "runs").glob("*.json")) and time.time() < deadline:
+        time.sleep(0.2)  # the first run recorded; the second one is training
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: every finished run is recorded" in err and "continues with the rest" in err
+    records = [json.loads(p.read_text()) for p in (tmp_path / "res" / "runs").glob("*.json")]
+    assert [r["spec"]["method"] for r in records] == ["cut-fc"]
+    assert not list((tmp_path / "res" / "locks").glob("*.lock"))  # the interrupted run's lock released
+    assert not [p for p in (tmp_path / "res").rglob("*.tmp")]
