@@ -29,9 +29,10 @@ def file_manifest(root: Path, relpaths: Sequence[str], annotations: Sequence[Pat
             continue
         h.update(f"{rel}\t{size}\n".encode())
     if missing:
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise DatasetError(
-            f"{len(missing)} of {len(relpaths)} images listed by the annotations are missing under {root}, e.g. "
-            f"{', '.join(missing[:3])}{hint}"
+            f"{len(missing)} of {len(relpaths)} images listed by the annotations are missing under {root}: "
+            f"{', '.join(missing[:20])}{more}{hint}"
         )
     return h.hexdigest()
 
