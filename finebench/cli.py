@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a job scheduler's stop) ends a run as Ctrl-C does: store consistent, locks freed
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, interrupt)
     p = parser()
     args, extra = p.parse_known_args(argv)
     if args.command == "run":  # key=value overrides may stand anywhere among the flags

@@ -251,7 +251,10 @@ def test_teacher_is_trained_once_reused_and_charged_to_every_student(tmp_path):
         assert r["sources"] == {"teacher": teacher["run_id"]}
         charge = r["cost"]["charges"]["teacher:cut-full"]
         assert charge["seconds"] == pytest.approx(teacher_cost) and charge["samples"] == teacher["cost"]["samples"]
-        assert r["cost"]["charges"]["teacher_forward"]["samples"] == r["cost"]["samples"]
+        forward = r["cost"]["charges"]["teacher_forward"]  # FLOPs of the teacher's forward on every student sample
+        assert forward["samples"] == 0 and forward["flops"] == pytest.approx(
+            r["cost"]["samples"] * r["extras"]["teacher"]["flops_per_image"]
+        )
         assert r["extras"]["teacher"]["run_id"] == teacher["run_id"]
         assert r["cost"]["samples"] == 2 * r["dataset"]["sizes"]["train"]  # the student's budget is untouched
     at = next(r for r in students if r["spec"]["method"] == "attention-transfer")

@@ -83,19 +83,23 @@ def test_out_of_memory_is_named_with_a_hint():
     assert info["status"] == "out-of-memory" and "smaller --batch-size than 8" in info["hint"]
 
 
-def test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path):
+def test_lock_is_exclusive_and_a_killed_holders_lock_is_free(tmp_path):
     first, second = RunLock(tmp_path, "abc"), RunLock(tmp_path, "abc")
     assert first.acquire() and not second.acquire()
+    assert first.owner()["pid"] == os.getpid()
     first.release()
     assert second.acquire()
     second.release()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock = tmp_path / "locks" / "abc.lock"
-    import socket
-
-    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "time": 0}))
-    assert RunLock(tmp_path, "abc").acquire()  # its owner is gone
-    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom finebench.results.lock import RunLock\n"
+                               f"assert RunLock({str(tmp_path)!r}, 'abc').acquire()\nprint('held', flush=True)\n"
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    assert not RunLock(tmp_path, "abc").acquire()  # a live process holds it
+    holder.kill()  # kill -9: no clean-up of its own
+    holder.wait()
+    third = RunLock(tmp_path, "abc")
+    assert third.acquire() and third.owner()["pid"] == os.getpid()  # the kernel dropped the dead holder's lock
+    third.release()
 
 
 def test_two_processes_on_one_results_folder_run_every_run_once(tmp_path):

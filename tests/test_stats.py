@@ -28,12 +28,14 @@ def test_paired_t_for_few_pairs_matches_scipy():
         paired_test([1.0, 2.0], [1.0])
 
 
-def test_wilcoxon_from_six_pairs_matches_scipy():
+def test_wilcoxon_from_ten_pairs_matches_scipy():
     rng = np.random.default_rng(0)
-    b = rng.normal(80, 1, 8)
-    a = b + rng.normal(0.8, 0.5, 8)
+    b = rng.normal(80, 1, 10)
+    a = b + rng.normal(0.8, 0.5, 10)
     result = paired_test(a, b)
     assert result.test == "wilcoxon" and result.p == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    assert paired_test(a[:9], b[:9]).test == "paired-t"
+    assert paired_test([81.0, 83.0], [80.0, 82.0]) is None  # the same +1 on both seeds: no variance, no test
 
 
 def test_holm_by_hand():

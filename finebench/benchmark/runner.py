@@ -250,6 +250,7 @@ class Run:
                     record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
                 if not store.has(spec.run_id):
                     store.append(record)
+                store.clear_failure(spec.run_id)  # an earlier failed attempt of it is history now
                 reset_peak_memory()  # this run's peak GPU memory is its own, not the source's training
             else:
                 self.reporter.print(f"  {role} model: reusing {spec.label} (run {spec.run_id}), its cost charged again")
@@ -259,11 +260,12 @@ class Run:
         cost = record.cost
         seconds = cost["total_seconds"] + cost.get("charged_seconds", 0.0)
         self.imported_seconds += seconds
+        charges = cost.get("charges", {}).values()  # what the source itself was charged (its own teacher...)
         self.ctx.budget.charge(
             f"{role}:{method_name}",
             seconds=seconds,
-            samples=cost["samples"],
-            flops=cost.get("train_flops_estimate") or 0.0,
+            samples=cost["samples"] + sum(c.get("samples", 0) for c in charges),
+            flops=(cost.get("train_flops_estimate") or 0.0) + sum(c.get("flops", 0.0) for c in charges),
         )
         self.sources[role] = spec.run_id
         return model.to(self.device), spec.run_id

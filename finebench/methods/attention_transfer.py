@@ -376,7 +376,8 @@ class Distillation(Method):
     def on_epoch_end(self, model: nn.Module, epoch: int, ctx: Context) -> None:
         # the teacher's forward passes ran inside the student's steps (their time is train time); book their FLOPs
         per_image = self.teacher_flops * (3 if self.gradient_kind() else 1)  # + the input-gradient backward
-        ctx.budget.charge("teacher_forward", samples=self.pending, flops=per_image * self.pending)
+        # samples=0: these are the student's own batches (already counted), seen by the teacher once more
+        ctx.budget.charge("teacher_forward", samples=0, flops=per_image * self.pending)
         self.pending = 0
 
     def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:

@@ -71,12 +71,15 @@ def write_report(
             raise ValueError(f"--methods {methods}: no such runs; the records hold {sorted(set(runs['method']))}")
         runs = runs[keep]
     report.runs = len(runs)
+    if baseline not in set(runs["method"]) and baseline != BASELINE:
+        raise ValueError(f"--baseline {baseline!r} is not a row of these runs; rows: {sorted(set(runs['method']))}")
     summary = summarize(runs, baseline)
     out.mkdir(parents=True, exist_ok=True)
     report.markdown = markdown(summary)
-    shown = {(r.spec["dataset"], r.spec["backbone"]) for r in records}
+    shown = set(zip(runs["dataset"], runs["backbone"], strict=True))
+    labels = set(runs["method"])
     kept = [r for r in records if (r.spec["dataset"], r.spec["backbone"]) in shown
-            and (not methods or r.spec["method"] in methods)]  # fmt: skip
+            and method_label(r.spec["method"], r.spec.get("method_config", {})) in labels]  # fmt: skip
     figures = attention_figures(kept, results, out, report) + extras_figures(kept, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
     specific = [distillation_table(summary), pruning_table(kept), attention_pruning_table(kept)]

@@ -251,7 +251,8 @@ def significance_cell(row: pd.Series) -> str:
     if row["method"].startswith(f"{TEACHER}:") or row["pairs"] is None:
         return "—"
     if row["p_holm"] is None:
-        return f"no test (n={int(row['pairs'])})"
+        why = f"n={int(row['pairs'])}" if row["pairs"] < 2 else "the same difference on every seed"
+        return f"no test ({why})"
     mark = "" if row["p_holm"] < ALPHA else " n.s."
     p = "p<0.001" if row["p_holm"] < 0.001 else f"p={row['p_holm']:.3f}"
     return f"{row['delta']:+.1f} ({p}){mark}"
@@ -319,7 +320,8 @@ def tex_escape(text: str) -> str:
 
 def tex_text(text: str) -> str:
     """Escaped, with the non-ASCII symbols the tables use in math mode (pdfLaTeX's utf8 lacks them in text)."""
-    return tex_escape(text).replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("≥", r"$\geq$")
+    table = {"±": r"$\pm$", "Δ": r"$\Delta$", "≥": r"$\geq$", "<": "$<$", ">": "$>$"}
+    return "".join(table.get(ch, ch) for ch in tex_escape(text))
 
 
 def groups(summary: pd.DataFrame):
