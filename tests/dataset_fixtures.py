@@ -1,6 +1,8 @@
 """Tiny trees in each dataset's official format, with generated JPEGs (the formats as DATASETS.md describes them)."""
 
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,14 @@ def make_dtd(root: Path, classes=("banded", "dotted"), per_split: int = 3) -> Pa
         (data / "labels").mkdir(parents=True, exist_ok=True)
         (data / "labels" / f"{split}1.txt").write_text("\n".join(lines) + "\n")
     return data
+
+
+def make_tar(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    """A tar archive (gzip-compressed by default) of the given member names and contents, in order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -12,7 +12,7 @@ from finebench.datasets.base import DatasetError
 from finebench.datasets.cache import cached_images
 from finebench.datasets.split import make_split
 
-from dataset_fixtures import CUB_CLASSES, make_cub, make_dtd, make_folder, make_inat
+from dataset_fixtures import CUB_CLASSES, make_cub, make_dtd, make_folder, make_inat, make_tar
 
 
 def bench(*args, cwd):
@@ -320,19 +320,12 @@ def test_fetch_inat_downloads_annotations_and_checks_the_images_archive_against_
 
 def test_an_interrupted_stream_leaves_no_truncated_file(tmp_path):
     import io
-    import tarfile
 
     from finebench.datasets.fetch import safe_extract
 
     rng = np.random.default_rng(0)
     blobs = {f"train/a/{k}.jpg": rng.bytes(20_000) for k in range(6)}
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, blob in blobs.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-    whole = raw.getvalue()
+    whole = make_tar(blobs, mode="w")
     cut = io.BytesIO(whole[: int(len(whole) * 0.6)])  # the connection drops in the middle of a member
     with pytest.raises(DatasetError, match="cannot be read to the end"):
         safe_extract(cut, tmp_path / "out")

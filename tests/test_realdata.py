@@ -1,6 +1,5 @@
 """Real images and real pretrained features: ../shared/datasets (FINEBENCH_DATA) and the shipped weights."""
 
-import io
 import tarfile
 
 import pytest
@@ -10,6 +9,8 @@ from finebench.datasets import build_dataset
 from finebench.datasets.base import DatasetError
 from finebench.datasets.fetch import MARKER, fetch_flowers17, safe_extract
 from finebench.results.store import ResultStore
+
+from dataset_fixtures import make_tar
 
 
 def test_flowers17_layout_labels_and_split(flowers_root):
@@ -35,16 +36,6 @@ def test_fine_tuning_real_weights_beats_chance_by_far(flowers_root, tmp_path, ca
     assert record.backbone["weights"].startswith("shipped:")
 
 
-def make_tgz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_fetch_verifies_every_file_and_marks_the_tree(flowers_root, tmp_path):
     jpg = flowers_root / "flowers17" / "jpg"
     archive = tmp_path / "17flowers.tgz"
@@ -59,7 +50,7 @@ def test_fetch_verifies_every_file_and_marks_the_tree(flowers_root, tmp_path):
 
 def test_fetch_names_a_corrupt_file(tmp_path):
     archive = tmp_path / "bad.tgz"
-    archive.write_bytes(make_tgz({"jpg/image_0001.jpg": b"not a jpeg", "jpg/files.txt": b""}))
+    archive.write_bytes(make_tar({"jpg/image_0001.jpg": b"not a jpeg", "jpg/files.txt": b""}))
     (tmp_path / "root").mkdir()
     with pytest.raises(DatasetError, match=r"image_0001.jpg \(checksum mismatch\)"):
         fetch_flowers17(tmp_path / "root", archive=archive)
@@ -68,7 +59,7 @@ def test_fetch_names_a_corrupt_file(tmp_path):
 
 def test_archive_member_escaping_the_target_is_refused(tmp_path):
     archive = tmp_path / "evil.tgz"
-    archive.write_bytes(make_tgz({"jpg/ok.jpg": b"x", "../evil.txt": b"y"}))
+    archive.write_bytes(make_tar({"jpg/ok.jpg": b"x", "../evil.txt": b"y"}))
     with pytest.raises(DatasetError, match="would extract outside"):
         safe_extract(archive, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
