@@ -98,11 +98,6 @@ def preflight(
         progress = reporter.counter(f"caching {r.dataset} at {r.train.resolution} px") if reporter else None
         cached_images(datasets[r.dataset], r.train.resolution, r.train.resize, interpolation, progress=progress,
                       skip_bad=r.train.skip_bad_images)  # fmt: skip
-    needed = []
-    for r in runs:
-        needed.append((r.dataset, r.backbone, r.train.weights, r.train.resolution))
-        extra = build_method(r).extra_backbones(r)  # a teacher, say: checked now, not after hours of training
-        needed += [(r.dataset, b, w, r.train.resolution) for b, w in extra]
     models: dict[tuple[str, int], torch.nn.Module] = {}
 
     def structure_for(dataset: str):
@@ -114,8 +109,13 @@ def preflight(
 
         return structure
 
-    for r in runs:  # settings that depend on the networks' structure (stage counts, an insertable branch...)
-        build_method(r).preflight(r, structure_for(r.dataset))
+    needed = []
+    for r in runs:
+        method = build_method(r)
+        method.preflight(r, structure_for(r.dataset))  # structure-dependent settings (stage counts, a branch...)
+        needed.append((r.dataset, r.backbone, r.train.weights, r.train.resolution))
+        extra = method.extra_backbones(r)  # a teacher, say: checked now, not after hours of training
+        needed += [(r.dataset, b, w, r.train.resolution) for b, w in extra]
     for dataset, backbone, weights, res in dict.fromkeys(needed):
         model = create_backbone(backbone, classes[dataset], weights).model.to(device).eval()
         try:
