@@ -124,7 +124,8 @@ def test_ctrl_c_leaves_the_store_consistent_and_says_how_to_go_on(tmp_path):
     args = [sys.executable, "-m", "finebench.cli", "run", "--methods", "cut-fc,cut-full", "--dataset",
             "synthetic:4x40", "--backbone", "test_resnet", "--weights", "random", "--epochs", "60", "--resolution",
             "48", "batch_size=8", "--out", "res"]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # lines as they are printed, not when the pipe's buffer flushes
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stdout:  # the first run recorded, the second one started: interrupt it mid-training
         if line.startswith("[2/2]"):
             break
