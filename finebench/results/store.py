@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from finebench.results.atomic import atomic_write
+from finebench.results.faults import crash_point
 from finebench.results.record import RunRecord
 
 
@@ -80,6 +81,7 @@ class ResultStore:
                 json.dump(finite(record.to_dict()), f, indent=1, sort_keys=True, allow_nan=False)
                 f.flush()
                 os.fsync(f.fileno())
+            crash_point("record-write")  # fault injection: a kill between writing a record and linking it in
             try:
                 os.link(tmp, dest)  # fails if another process recorded the same run meanwhile: first writer wins
             except FileExistsError:
