@@ -11,9 +11,15 @@ from finebench.reports.figures import (
     attention_histograms,
     cost_figure,
     curves_figure,
+    filter_ranking,
     pruning_curves,
 )
-from finebench.reports.method_tables import attention_pruning_table, distillation_table, pruning_table
+from finebench.reports.method_tables import (
+    attention_pruning_table,
+    distillation_table,
+    filter_attention_table,
+    pruning_table,
+)
 from finebench.reports.tables import (
     BASELINE,
     TEACHER,
@@ -82,7 +88,8 @@ def write_report(
             and method_label(r.spec["method"], r.spec.get("method_config", {})) in labels]  # fmt: skip
     figures = attention_figures(kept, results, out, report) + extras_figures(kept, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
-    specific = [distillation_table(summary), pruning_table(kept), attention_pruning_table(kept)]
+    specific = [distillation_table(summary), filter_attention_table(summary, kept), pruning_table(kept),
+                attention_pruning_table(kept)]  # fmt: skip
     report.markdown += "".join("\n" + t for t in specific if t)
     failed = failed_section(ResultStore(results).failures())
     report.markdown += failed
@@ -110,6 +117,7 @@ EXPLAIN = {
     "cost": "test top-1 against seconds including charged phases; the Pareto front circled",
     "attention": "attention maps over the same 8 test images (student and teacher for AT; M for ABN)",
     "fa": "filter-attention weights per layer group (1 = unchanged; the paper's Figure 2)",
+    "farank": "the highest- and lowest-ranked filters network-wide, and the amplified share per layer group",
     "pruning": "semantic pruning: balanced single-class accuracy against the pruned share, per class and LWP vs NWP",
 }
 
@@ -195,6 +203,10 @@ def extras_figures(records: list[RunRecord], out: Path, report: Report) -> str:
             name = f"figures/fa-{stem}"
             report.written += attention_histograms(r.extras["attention"], out / name, title)
             lines.append(f"### {title}: attention weights\n\n![attention weights]({name}.png)\n")
+        if r.extras.get("attention", {}).get("global_highest"):
+            name = f"figures/farank-{stem}"
+            report.written += filter_ranking(r.extras["attention"], out / name, title)
+            lines.append(f"### {title}: top- and bottom-ranked filters\n\n![filter ranking]({name}.png)\n")
         if r.extras.get("pruning"):
             name = f"figures/pruning-{stem}"
             paths = pruning_curves(r.extras["pruning"], out / name, title)

@@ -158,6 +158,39 @@ def attention_histograms(extras: dict, out: Path, title: str) -> list[Path]:
     return save(fig, out, plt)
 
 
+def filter_ranking(extras: dict, out: Path, title: str, top: int = 20) -> list[Path]:
+    """The filters filter attention ranks highest and lowest over the whole network (score: a filter's mean
+    attention over its input channels; 1 = unchanged), and per layer group the share of filters amplified (> 1)."""
+    plt, _ = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.22 * top + 1.2), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    for ax, key, colour, what in ((axes[0], "global_highest", "tab:green", "highest"),
+                                  (axes[1], "global_lowest", "tab:red", "lowest")):  # fmt: skip
+        entries = extras.get(key, [])[:top]
+        labels = [f"{name} #{i}" for name, i, _ in entries]
+        # bars drawn from 1 (unchanged): the scores sit close to 1, and their distance from it is the finding
+        ax.barh(range(len(entries)), [s - 1.0 for _, _, s in entries], left=1.0, color=colour, alpha=0.8)
+        ax.axvline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_yticks(range(len(entries)), labels, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_title(f"{len(entries)} {what}-ranked filters (network-wide)", fontsize=8)
+        ax.set_xlabel("filter score (mean attention; 1 = unchanged)", fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
+    groups: dict[str, list[float]] = {}
+    for name, layer in extras["layers"].items():
+        groups.setdefault(layer_group(name), []).extend(layer.get("filter_scores", []))
+    names = list(groups)
+    amplified = [100.0 * float(np.mean(np.asarray(v) > 1)) if v else 0.0 for v in groups.values()]
+    axes[2].barh(range(len(names)), amplified, color="tab:blue", alpha=0.8)
+    axes[2].set_yticks(range(len(names)), names, fontsize=6)
+    axes[2].invert_yaxis()
+    axes[2].set_xlim(0, 100)
+    axes[2].set_title("filters amplified (score > 1) per layer group, %", fontsize=8)
+    axes[2].tick_params(axis="x", labelsize=6)
+    fig.suptitle(title + " · filter ranking by attention", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, plt)
+
+
 def pruning_curves(entries: list[dict], out: Path, title: str) -> list[Path]:
     """Semantic pruning: balanced single-class accuracy against the pruned share θ, one line per class (NWP sweep
     and the 33 % / 66 % settings), and LWP vs NWP averaged over the classes."""

@@ -114,3 +114,60 @@ def err(row) -> str:
     std = row["test_top1_std"]
     text = f"{100 - row['test_top1_mean']:.1f}"
     return text if std != std else f"{text} ± {std:.1f}"  # NaN std: one seed
+
+
+def filter_attention_table(summary, records: list[RunRecord]) -> str:
+    """Filter-attention variants side by side, as the paper's Tables 1-4 compare schedules, attention shapes and
+    penalties: per row the letter schedule it trained (`paper` resolved to the budget), shape, penalty and λ,
+    optimiser, then accuracy, best epoch and the test against the baseline; cut-fc (the paper's F-only baseline)
+    and cut-full as reference rows. One table per (dataset, backbone, budget) that has a filter-attention row."""
+    from finebench.methods.filter_attention import parse_schedule
+    from finebench.reports.tables import method_label, significance_cell
+
+    configs: dict[str, dict] = {}
+    for r in records:
+        if r.spec["method"] == "filter-attention":
+            cfg = r.spec.get("method_config", {})
+            configs[method_label("filter-attention", cfg)] = cfg | {"_epochs": r.spec["train"]["epochs"]}
+    out = []
+    for (dataset, backbone, budget), group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
+        variants = group[group["method"].isin(configs)]
+        if variants.empty:
+            continue
+        lines = [
+            f"### Filter-attention variants: {dataset} · {backbone} · budget {budget}",
+            "",
+            "Schedule letters, one per epoch: F head, A attention, B normalisation affine, E everything but "
+            "attention. Mean ± std over seeds; Δ: paired test against the baseline of the main table.",
+            "",
+            "| row | schedule | shape | penalty (λ) | optimiser | n | test top-1 (%) | test top-3 (%) | val top-1 (%) |"
+            " best epoch | Δ vs baseline |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        epochs = int(variants.iloc[0]["epochs"])
+        refs = {"cut-fc": ("F" * epochs, "—", "—"), "cut-full": ("all layers", "—", "—")}
+        for _, row in group.iterrows():
+            if row["method"] in configs:
+                cfg = configs[row["method"]]
+                schedule = parse_schedule(cfg.get("schedule", "paper"), cfg["_epochs"])
+                penalty = cfg.get("penalty", "none")
+                penalty += f" ({cfg.get('lam', 0):g})" if penalty != "none" else ""
+                opt = f"{cfg.get('optimizer', 'adam')} {cfg.get('lr', 1e-3):g}"
+                opt += "" if cfg.get("fresh_optimizer", True) else ", one for all"
+                cells = (schedule, cfg.get("shape", "full"), penalty, opt)
+            elif row["method"] in refs:
+                cells = (*refs[row["method"]], "suite's")
+            else:
+                continue
+            lines.append(
+                f"| {row['method']} | " + " | ".join(cells) + f" | {row['n']} | {mean_std(row, 'test_top1')} | "
+                f"{mean_std(row, 'test_top3')} | {mean_std(row, 'val_top1')} | {mean_std(row, 'best_epoch')} | "
+                f"{significance_cell(row)} |"
+            )
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def mean_std(row, metric: str, digits: int = 1) -> str:
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    return f"{mean:.{digits}f}" + ("" if std != std else f" ± {std:.{digits}f}")  # NaN std: one seed
