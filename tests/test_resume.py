@@ -145,6 +145,10 @@ def test_a_damaged_or_foreign_checkpoint_is_refused_with_the_file_named(tmp_path
     ):
         ckpt.load()
 
+    ckpt.last.write_text("hello world")  # text: fails inside the unpickler in yet another way (KeyError)
+    with pytest.raises(ValueError, match=r"last\.pt cannot be read: not a torch file, or damaged"):
+        ckpt.load()
+
     class Payload:  # a pickle that would run code when loaded without weights_only
         def __reduce__(self):
             return (os.system, ("echo owned",))

@@ -43,6 +43,7 @@ class BudgetMeter:
     flops_per_image: float | None = None  # forward FLOPs of the trained model for one image
     charges: dict[str, Charge] = field(default_factory=dict)
     capped: bool = False
+    earlier_peak: dict[str, float | None] | None = None  # peak memory of the process a resumed run began in
     _start: float = field(default_factory=time.perf_counter)
 
     @property
@@ -83,6 +84,7 @@ class BudgetMeter:
             "elapsed": self.elapsed(),
             "capped": self.capped,
             "charges": {k: vars(v).copy() for k, v in self.charges.items()},
+            "peak_memory": peak_memory(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -92,6 +94,7 @@ class BudgetMeter:
         self.capped = state["capped"]
         self.charges = {k: Charge(**v) for k, v in state["charges"].items()}
         self._start = time.perf_counter() - state["elapsed"]
+        self.earlier_peak = state["peak_memory"]  # the process that wrote the checkpoint had its own peak
 
     def summary(self) -> dict[str, Any]:
         charged = {k: vars(v).copy() for k, v in self.charges.items()}
@@ -113,7 +116,7 @@ class BudgetMeter:
             "capped": self.capped,
             "charges": charged,
             "charged_seconds": sum(c.seconds for c in self.charges.values()),
-            "peak_memory": peak_memory(),
+            "peak_memory": peak_memory(self.earlier_peak),
         }
 
 
@@ -136,10 +139,15 @@ def reset_peak_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak_memory() -> dict[str, float | None]:
+def peak_memory(earlier: dict[str, float | None] | None = None) -> dict[str, float | None]:
     """Peak CUDA allocator memory since the run began, and the process's peak RSS in MiB. The RSS peak is
-    process-wide (it includes earlier runs of a suite and the image cache): an upper bound, not a per-run figure."""
+    process-wide (it includes earlier runs of a suite and the image cache): an upper bound, not a per-run figure.
+    `earlier`: the peaks of the process a resumed run began in (the larger of each is kept)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rss_mib = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"cuda_mib": cuda, "process_peak_rss_mib": rss_mib}
+    peaks = {"cuda_mib": cuda, "process_peak_rss_mib": rss_mib}
+    for key, value in (earlier or {}).items():
+        if value is not None and key in peaks:
+            peaks[key] = value if peaks[key] is None else max(peaks[key], value)
+    return peaks

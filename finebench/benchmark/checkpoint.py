@@ -48,7 +48,8 @@ def rng_state() -> dict[str, Any]:
             "gauss": float(np_state["gauss"]),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # only when CUDA is in use: a CPU run must not initialise it
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
     }
 
 
@@ -65,7 +66,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         }
     )
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
+    if state["cuda"]:
+        if torch.cuda.device_count() < len(state["cuda"]):
+            raise ValueError(
+                f"the checkpoint holds the random states of {len(state['cuda'])} GPU(s), this process sees "
+                f"{torch.cuda.device_count()}; resume where it ran, or delete the run's checkpoint folder"
+            )
         torch.cuda.set_rng_state_all(state["cuda"])
 
 

@@ -24,7 +24,7 @@ from finebench.backbones.weights import load_state_dict
 from finebench.benchmark.budget import BudgetMeter, forward_flops, reset_peak_memory
 from finebench.benchmark.checkpoint import Checkpoints, discard, rng_state, set_rng_state
 from finebench.benchmark.data import Batches
-from finebench.benchmark.env import environment
+from finebench.benchmark.env import environment, git_commit
 from finebench.benchmark.progress import Reporter, Stopwatch, epoch_line
 from finebench.benchmark.spec import RunSpec
 from finebench.benchmark.train import apply_modes, evaluate, lr_factor, make_optimizer, set_trainable, train_step
@@ -347,7 +347,7 @@ class Run:
             state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": loop.optimizer.state_dict(),
                      "steps": loop.steps, "budget": budget.state(), "rng": rng_state(), "history": history,
                      "best": best, "started": started, "setup_seconds": self.setup_seconds,
-                     "resumes": self.resumes}  # fmt: skip
+                     "resumes": self.resumes, "method_state": ctx.state, "commit": git_commit()}  # fmt: skip
             checkpoints.save(state, best["epoch"], best_state if improved else None)
             if budget.capped:
                 self.reporter.print(f"  time budget of {cfg.time_budget:.0f}s spent: stopped after epoch {epoch + 1}")
@@ -370,14 +370,26 @@ class Run:
         done = state["epoch"]
         for epoch in range(done):
             loop.begin_stage(stage_of_epoch(self.stages, epoch))
-        self.model.load_state_dict(state["model"])
-        loop.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            loop.optimizer.load_state_dict(state["optimizer"])
+            self.ctx.budget.load_state(state["budget"])
+            set_rng_state(state["rng"])  # after building the model and optimisers, which may draw random numbers
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ValueError(
+                f"checkpoint {checkpoints.last} does not fit this run ({type(e).__name__}: {str(e)[:300]}); was the "
+                f"code changed since it was written? Delete {checkpoints.dir} to start the run from its beginning"
+            ) from e
         loop.steps = state["steps"]
-        self.ctx.budget.load_state(state["budget"])
+        self.ctx.state.clear()
+        self.ctx.state.update(state["method_state"])
+        commit = git_commit()
+        if state["commit"] != commit:
+            self.reporter.print(f"  warning: the checkpoint was written by commit {state['commit']}, this is {commit}")
         # the interrupted epoch's work is lost, not counted; each resume and its set-up time is listed in the cost
-        self.resumes = [*state["resumes"], {"after_epoch": done, "at": now(), "setup_seconds": self.setup_seconds}]
+        self.resumes = [*state["resumes"], {"after_epoch": done, "at": now(), "setup_seconds": self.setup_seconds,
+                                            "commit": commit, "checkpoint_commit": state["commit"]}]  # fmt: skip
         self.setup_seconds = state["setup_seconds"]
-        set_rng_state(state["rng"])  # last: building the model and optimisers above may draw random numbers
         self.reporter.print(f"  resuming after epoch {done} of {self.spec.train.epochs} ({checkpoints.last})")
         return state["history"], state["best"], best_state, state["started"]
 

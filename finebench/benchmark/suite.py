@@ -159,6 +159,8 @@ def run_suite(
     result = SuiteResult()
     todo = [r for r in runs if not store.has(r.run_id)]
     result.skipped = [r.run_id for r in runs if store.has(r.run_id)]
+    for run_id in result.skipped:  # a kill between writing a record and removing its checkpoints left them
+        discard(out, run_id)
     todo_ids = {r.run_id for r in todo} | set(result.skipped)
     reporter.print(f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), device {dev}")
     for i, spec in enumerate(todo, 1):

@@ -51,7 +51,9 @@ class Context:
     device: torch.device
     # train (shuffled, augmented), calibration (the train split in order, unaugmented) and val; never test
     loaders: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)  # scratch space for the method
+    # the method's own state across steps and epochs: plain values and tensors only, as it is saved in every
+    # epoch's checkpoint and restored on resume (state kept on the method object itself is not)
+    state: dict[str, Any] = field(default_factory=dict)
     # Set by the runner after selection, for `extras` analyses only (e.g. accuracy of a pruned copy):
     # evaluate(model, split) -> metrics, split "val" or "test". Never available while training or selecting.
     evaluate: Any = None

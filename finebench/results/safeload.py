@@ -28,6 +28,6 @@ def safe_load(path: str | Path, what: str) -> Any:
                 "(torch.save(model.state_dict(), path)) from a trusted copy of the model"
             ) from e
         raise ValueError(f"{what} {path} cannot be read: not a torch file, or damaged ({e.__class__.__name__})") from e
-    except (RuntimeError, EOFError, OSError) as e:
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways (KeyError, EOFError, RuntimeError...)
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
         raise ValueError(f"{what} {path} cannot be read: not a torch file, or damaged ({reason})") from e

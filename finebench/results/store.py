@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from finebench.results.atomic import atomic_write
+from finebench.results.atomic import atomic_write, fsync_dir
 from finebench.results.faults import crash_point
 from finebench.results.record import RunRecord
 
@@ -88,6 +88,7 @@ class ResultStore:
                 raise
             except OSError:  # file systems without hard links
                 os.replace(tmp, dest)
+            fsync_dir(self.runs)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
