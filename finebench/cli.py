@@ -111,6 +111,12 @@ def add_report(sub) -> None:
     p.add_argument("--backbones", help="only these backbones (comma list)")
     p.add_argument("--baseline", default="cut-full", help="the row every method is tested against (default cut-full)")
     p.add_argument("--target", type=float, help="add the time to reach this val top-1 (%%), e.g. 85")
+    p.add_argument(
+        "--metric",
+        default="top1",
+        choices=("top1", "top3", "mean_class"),
+        help="the test metric (at the best-val epoch) the tables lead with, test against the baseline and bold",
+    )
 
 
 def cmd_report(args) -> int:
@@ -120,7 +126,7 @@ def cmd_report(args) -> int:
         return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
     report = write_report(Path(args.results), Path(args.out), args.format, split(args.methods), split(args.datasets),
-                          split(args.backbones), args.baseline, args.target)  # fmt: skip
+                          split(args.backbones), args.baseline, args.target, args.metric)  # fmt: skip
     for err in report.errors:
         print(f"warning: skipped damaged record {err}", file=sys.stderr)
     print(report.markdown)

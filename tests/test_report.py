@@ -124,7 +124,7 @@ def test_paired_tests_against_the_baseline_with_holm_and_bold_best():
     assert s.loc["kd", "p"] == pytest.approx(p_kd) and s.loc["kd", "p_holm"] == pytest.approx(adjusted[1])
     assert s.loc["cut-fc", "p_holm"] == pytest.approx(adjusted[0])
     assert s.loc["kd", "delta"] == pytest.approx(statistics.mean(kd) - statistics.mean(base))
-    lo, hi = s.loc["kd", "test_top1_ci"]
+    lo, hi = s.loc["kd", "ci"]
     half = stats.t.ppf(0.975, 3) * statistics.stdev(kd) / 2
     assert (lo, hi) == pytest.approx((statistics.mean(kd) - half, statistics.mean(kd) + half))
     md = markdown(summary_of(recs))
@@ -333,3 +333,22 @@ def test_filter_attention_variants_table_and_ranking_figure(tmp_path):
     figure = tmp_path / "rep" / "figures" / "farank-filter-attention-synthetic-test_resnet-"
     assert list(figure.parent.glob(figure.name + "*.png")) and "farank-filter-attention" in md
     assert "farank-" in (tmp_path / "rep" / "index.md").read_text()
+
+
+def test_metric_chooses_what_the_table_leads_with_tests_and_bolds():
+    recs = []
+    for seed in range(3):
+        recs.append(make_record("cut-full", seed, 80.0 + seed, top3=90.0 + seed))
+        recs.append(make_record("cut-fc", seed, 70.0 + seed, top3=95.0 + seed * 1.5))  # worse top-1, better top-3
+    top3 = summarize(runs_frame(recs), metric="top3")
+    md = markdown(top3)
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert header.startswith("| method | n | test top-3 (%) | 95 % CI | Δ vs baseline | test top-1 (%) |")
+    row = next(line for line in md.splitlines() if line.startswith("| cut-fc "))
+    assert "**96.5 ± 1.5**" in row and "| +5.5 (p=" in row  # top-3 differences 5, 5.5, 6 over the seeds
+    lo, hi = top3.set_index("method").loc["cut-fc", "ci"]
+    assert lo < 96.5 < hi and "mean paired difference of test top-3" in md
+    top1 = markdown(summarize(runs_frame(recs)))
+    assert "**81.0 ± 1.0**" in next(line for line in top1.splitlines() if line.startswith("| cut-full "))
+    with pytest.raises(ValueError, match="metric 'top5' is not one of top1, top3, mean_class"):
+        summarize(runs_frame(recs), metric="top5")

@@ -55,9 +55,11 @@ def write_report(
     backbones: list[str] | None = None,
     baseline: str = BASELINE,
     target: float | None = None,
+    metric: str = "top1",
 ) -> Report:
     """Tables (Markdown, LaTeX, CSV) and figures from the records in `results`; optional filters keep only the
-    named methods (by name or by row label), datasets and backbones; `target` adds the time to that val top-1 (%)."""
+    named methods (by name or by row label), datasets and backbones; `target` adds the time to that val top-1 (%);
+    `metric` (top1, top3, mean_class) is the test metric the tables lead with, test on and bold."""
     if fmt not in FORMATS:
         raise ValueError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
     report = Report()
@@ -79,7 +81,7 @@ def write_report(
     report.runs = len(runs)
     if baseline not in set(runs["method"]) and baseline != BASELINE:
         raise ValueError(f"--baseline {baseline!r} is not a row of these runs; rows: {sorted(set(runs['method']))}")
-    summary = summarize(runs, baseline)
+    summary = summarize(runs, baseline, metric)
     out.mkdir(parents=True, exist_ok=True)
     report.markdown = markdown(summary)
     shown = set(zip(runs["dataset"], runs["backbone"], strict=True))

@@ -66,6 +66,7 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "commit": (r.env.get("commit") or "unknown")[:10],
         "test_top1": r.best["test"]["top1"],
         "test_top3": r.best["test"]["top3"],
+        "test_mean_class": r.best["test"].get("mean_class", math.nan),
         "val_top1": r.best["val"]["top1"],
         "last_test_top1": r.last["test"]["top1"],
         "best_epoch": r.best["epoch"],
@@ -113,9 +114,17 @@ def runs_frame(records: Iterable[RunRecord], target: float | None = None) -> pd.
     return frame
 
 
+# --metric: the selection-free test metric a table ranks, tests and bolds by (column, label)
+PRIMARY = {
+    "top1": ("test_top1", "test top-1"),
+    "top3": ("test_top3", "test top-3"),
+    "mean_class": ("test_mean_class", "test mean per-class accuracy"),
+}
+
 METRICS = (
     "test_top1",
     "test_top3",
+    "test_mean_class",
     "val_top1",
     "last_test_top1",
     "best_epoch",
@@ -168,9 +177,13 @@ def significance(runs: pd.DataFrame, summary: pd.DataFrame, baseline: str, metri
                 summary.loc[i, "p_holm"] = p
 
 
-def summarize(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
-    """Mean, sample std (ddof=1; NaN for one seed), n and the 95 % t-interval of test top-1 per (dataset, backbone,
-    budget, method), and each method's paired test against `baseline` (see `significance`)."""
+def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1") -> pd.DataFrame:
+    """Mean, sample std (ddof=1; NaN for one seed), n and the 95 % t-interval of the `metric` (top1, top3,
+    mean_class: test accuracy at the best-val epoch) per (dataset, backbone, budget, method), each method's paired
+    test against `baseline` on it (see `significance`), and the best row by it."""
+    if metric not in PRIMARY:
+        raise ValueError(f"metric {metric!r} is not one of {', '.join(PRIMARY)}")
+    key = PRIMARY[metric][0]
     keys = ["dataset", "backbone", "budget", "method"]
     runs = runs.assign(_order=runs["method_name"].map(method_rank))
     runs = runs.sort_values(["_order", "method", "seed"], kind="stable")
@@ -190,15 +203,16 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     if dup.any():
         key = list(dup[dup].index)[0]
         raise ValueError(f"the same seed appears twice for {key}: two records of one spec (hand-merged stores?)")
-    out["test_top1_ci"] = g["test_top1"].apply(lambda v: t_interval(v.tolist()))
+    out["ci"] = g[key].apply(lambda v: t_interval(v.tolist()))
     out = out.reset_index()
-    significance(runs, out, baseline)
+    significance(runs, out, baseline, key)
     out["baseline"] = baseline
     out.attrs["target"] = runs.attrs.get("target")
+    out.attrs["metric"] = metric
     contenders = out[~out["method"].str.startswith(f"{TEACHER}:")]
-    best = contenders.groupby(["dataset", "backbone", "budget"])["test_top1_mean"].transform("max")
+    best = contenders.groupby(["dataset", "backbone", "budget"])[f"{key}_mean"].transform("max")
     out["best"] = False
-    out.loc[contenders.index, "best"] = contenders["test_top1_mean"] >= best - 1e-9
+    out.loc[contenders.index, "best"] = contenders[f"{key}_mean"] >= best - 1e-9
     return out
 
 
@@ -229,13 +243,26 @@ COLUMNS = (
 
 
 def columns(summary: pd.DataFrame) -> tuple[Column, ...]:
-    """The table's columns: COLUMNS, plus time to the target val accuracy when the report was asked for one."""
+    """The table's columns: COLUMNS with the chosen metric first (its interval and test beside it), plus time to
+    the target val accuracy when the report was asked for one."""
+    cols = COLUMNS
+    key, label = PRIMARY[summary.attrs.get("metric", "top1")]
+    if key != "test_top1":
+        primary = Column(f"{label} (%)", tex_escape(label) + r" (\%)", key, "pct")
+        rest = [c for c in COLUMNS[4:] if c.metric != key]
+        cols = (COLUMNS[0], primary, dataclasses.replace(COLUMNS[2], metric=key),
+                dataclasses.replace(COLUMNS[3], metric=key), COLUMNS[1], *rest)  # fmt: skip
     target = summary.attrs.get("target")
     if target is None:
-        return COLUMNS
+        return cols
     extra = Column(f"time to {target:g} % val (s)", f"time to {target:g}\\,\\% val (s)", "seconds_to_target", "target")
-    at = [c.metric for c in COLUMNS].index("seconds_to_best") + 1
-    return COLUMNS[:at] + (extra,) + COLUMNS[at:]
+    at = [c.metric for c in cols].index("seconds_to_best") + 1
+    return cols[:at] + (extra,) + cols[at:]
+
+
+def is_primary(summary: pd.DataFrame, col: Column) -> bool:
+    """The column that is bolded: the chosen metric's mean ± std."""
+    return col.kind == "pct" and col.metric == PRIMARY[summary.attrs.get("metric", "top1")][0]
 
 
 def human_count(n: float) -> str:
@@ -262,7 +289,7 @@ def cell(row: pd.Series, col: Column, pm: str) -> str:
     if col.kind == "n":
         return str(int(row["n"]))
     if col.kind == "ci":
-        ci = row["test_top1_ci"]
+        ci = row["ci"]
         return "—" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
     if col.kind == "sig":
         return significance_cell(row)
@@ -287,8 +314,9 @@ def cell(row: pd.Series, col: Column, pm: str) -> str:
     return text
 
 
-def caption(group: pd.DataFrame) -> str:
+def caption(group: pd.DataFrame, metric: str = "top1") -> str:
     first = group.iloc[0]
+    label = PRIMARY[metric][1]
     seeds = sorted({s for v in group["seeds"] for s in v.split(",")}, key=int)
     capped = int(group["capped"].sum())
     text = (
@@ -305,11 +333,11 @@ def caption(group: pd.DataFrame) -> str:
     tests = sorted({t for t in group["test"] if t})
     if (group["method"] == first["baseline"]).any():
         text += (
-            f" · Δ vs {first['baseline']}: mean paired difference of test top-1 over common seeds, "
+            f" · Δ vs {first['baseline']}: mean paired difference of {label} over common seeds, "
             + (f"{' / '.join(tests)} test, Holm-corrected over this table's methods, n.s.: p ≥ {ALPHA}"
                if tests else "no test possible with fewer than 2 seeds")
         )  # fmt: skip
-    return text + " · bold: best test top-1"
+    return text + f" · 95 % CI and bold (best): {label}"
 
 
 def tex_escape(text: str) -> str:
@@ -332,13 +360,13 @@ def groups(summary: pd.DataFrame):
 def markdown(summary: pd.DataFrame) -> str:
     parts = []
     for group in groups(summary):
-        lines = [f"### {caption(group)}", ""]
+        lines = [f"### {caption(group, summary.attrs.get('metric', 'top1'))}", ""]
         cols = columns(summary)
         lines.append("| method | " + " | ".join(c.header for c in cols) + " |")
         lines.append("|---|" + "|".join("---:" for _ in cols) + "|")
         for _, row in group.iterrows():
             cells = [cell(row, c, "±") for c in cols]
-            cells = [f"**{t}**" if row["best"] and c.header.startswith("test top-1") else t
+            cells = [f"**{t}**" if row["best"] and is_primary(summary, c) else t
                      for t, c in zip(cells, cols, strict=True)]  # fmt: skip
             lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
@@ -353,7 +381,7 @@ def latex(summary: pd.DataFrame) -> str:
         lines = [
             r"\begin{table}[t]",
             r"\centering",
-            r"\caption{" + tex_text(caption(group)) + "}",
+            r"\caption{" + tex_text(caption(group, summary.attrs.get("metric", "top1"))) + "}",
             r"\resizebox{\linewidth}{!}{%",
             r"\begin{tabular}{" + spec + "}",
             r"\toprule",
@@ -362,7 +390,7 @@ def latex(summary: pd.DataFrame) -> str:
         ]
         for _, row in group.iterrows():
             cells = [tex_text(cell(row, c, "±")) for c in cols]
-            cells = [r"\textbf{" + t + "}" if row["best"] and c.header.startswith("test top-1") else t
+            cells = [r"\textbf{" + t + "}" if row["best"] and is_primary(summary, c) else t
                      for t, c in zip(cells, cols, strict=True)]  # fmt: skip
             lines.append(tex_escape(row["method"]) + " & " + " & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
@@ -373,7 +401,8 @@ def latex(summary: pd.DataFrame) -> str:
 
 def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as flat columns (the interval as two numbers), for spreadsheets and plotting scripts."""
-    flat = summary.drop(columns=["test_top1_ci"]).copy()
-    flat["test_top1_ci_low"] = [None if ci is None else ci[0] for ci in summary["test_top1_ci"]]
-    flat["test_top1_ci_high"] = [None if ci is None else ci[1] for ci in summary["test_top1_ci"]]
+    key = PRIMARY[summary.attrs.get("metric", "top1")][0]
+    flat = summary.drop(columns=["ci"]).copy()
+    flat[f"{key}_ci_low"] = [None if ci is None else ci[0] for ci in summary["ci"]]
+    flat[f"{key}_ci_high"] = [None if ci is None else ci[1] for ci in summary["ci"]]
     return flat
