@@ -384,8 +384,13 @@ class Run:
         self.ctx.state.clear()
         self.ctx.state.update(state["method_state"])
         commit = git_commit()
-        if state["commit"] != commit:
-            self.reporter.print(f"  warning: the checkpoint was written by commit {state['commit']}, this is {commit}")
+        if state["commit"] != commit or commit.get("dirty"):  # uncommitted changes may differ too: cannot tell
+
+            def code(c: dict) -> str:
+                return f"{(c.get('commit') or 'unknown')[:10]}{' with uncommitted changes' if c.get('dirty') else ''}"
+
+            self.reporter.print(f"  note: the checkpoint was written by code {code(state['commit'])}, this is "
+                                f"{code(commit)}; the run continues with this code")  # fmt: skip
         # the interrupted epoch's work is lost, not counted; each resume and its set-up time is listed in the cost
         self.resumes = [*state["resumes"], {"after_epoch": done, "at": now(), "setup_seconds": self.setup_seconds,
                                             "commit": commit, "checkpoint_commit": state["commit"]}]  # fmt: skip
