@@ -125,7 +125,10 @@ def test_ctrl_c_leaves_the_store_consistent_and_says_how_to_go_on(tmp_path):
             "synthetic:4x40", "--backbone", "test_resnet", "--weights", "random", "--epochs", "60", "--resolution",
             "48", "batch_size=8", "--out", "res"]  # fmt: skip
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # lines as they are printed, not when the pipe's buffer flushes
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a test runner started in the background by a shell inherits SIGINT ignored, and so would the child (Python
+    # then installs no KeyboardInterrupt handler): give the child the default disposition, as a terminal has
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))  # fmt: skip
     for line in proc.stdout:  # the first run recorded, the second one started: interrupt it mid-training
         if line.startswith("[2/2]"):
             break

@@ -99,15 +99,22 @@ def cost_figure(summary, out: Path, title: str) -> list[Path]:
     """Test top-1 against the time including charged phases, one point per method (error bars: std over seeds), the
     Pareto front joined."""
     plt, _ = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     costs, scores = summary["total_seconds_mean"].tolist(), summary["test_top1_mean"].tolist()
     ax.errorbar(costs, scores, yerr=summary["test_top1_std"].fillna(0).tolist(), fmt="o", capsize=3)
-    for c, sc, name in zip(costs, scores, summary["method"], strict=True):
-        ax.annotate(name, (c, sc), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    # neighbours in cost get labels above and below in turn, so close points do not print over each other
+    for rank, i in enumerate(np.argsort(costs, kind="stable")):
+        ax.annotate(summary["method"].iloc[i], (costs[i], scores[i]), fontsize=7, textcoords="offset points",
+                    xytext=(5, 4) if rank % 2 == 0 else (5, -10))  # fmt: skip
     front = pareto_front(costs, scores)
     ax.plot([costs[i] for i in front], [scores[i] for i in front], "--o", color="tab:red", markerfacecolor="none",
             markersize=11, label="Pareto front (no method is both cheaper and better)")  # fmt: skip
     ax.set(xlabel="seconds incl. teacher/source (mean over seeds)", ylabel="test top-1 (%)", xscale="log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
