@@ -308,6 +308,7 @@ def fa_record(seed, top1, **config):
         "layers": {"layer1.0.conv1": {"histogram": [3, 4], "filter_scores": scores}},
         "global_highest": [["layer1.0.conv1", i, s] for i, s in sorted(enumerate(scores), key=lambda t: -t[1])],
         "global_lowest": [["layer1.0.conv1", i, s] for i, s in sorted(enumerate(scores), key=lambda t: t[1])],
+        "unchanged": 1.0 if config.get("schedule") == "FFFFF" else 0.1,  # F only: the attention never trains
     }
     return r
 
@@ -319,7 +320,8 @@ def test_filter_attention_variants_table_and_ranking_figure(tmp_path):
         store.append(make_record("cut-full", seed, 70.0 + seed))
         store.append(fa_record(seed, 75.0 + seed))  # the defaults: schedule paper, shape full, no penalty
         store.append(fa_record(seed, 72.0 + 2 * seed, shape="out", penalty="l2", lam=0.01, schedule="FAAAB"))
-    write_report(tmp_path / "results", tmp_path / "rep", "md")
+        store.append(fa_record(seed, 60.0, schedule="FFFFF"))
+    write_report(tmp_path / "results", tmp_path / "rep", "md", pdf=False)
     md = (tmp_path / "rep" / "results.md").read_text()
     table = md.split("### Filter-attention variants")[1].split("###")[0]
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
@@ -333,6 +335,9 @@ def test_filter_attention_variants_table_and_ranking_figure(tmp_path):
     figure = tmp_path / "rep" / "figures" / "farank-filter-attention-synthetic-test_resnet-"
     assert list(figure.parent.glob(figure.name + "*.png")) and "farank-filter-attention" in md
     assert "farank-" in (tmp_path / "rep" / "index.md").read_text()
+    assert "filter-attention (schedule=FFFFF) | FFFFF | full | none |" in table
+    assert not list(figure.parent.glob("*FFFFF*"))  # attention all 1 (never trained): no histogram, no ranking
+    assert not list(figure.parent.glob("*.pdf")) and ".pdf" not in (tmp_path / "rep" / "index.md").read_text()
 
 
 def test_metric_chooses_what_the_table_leads_with_tests_and_bolds():

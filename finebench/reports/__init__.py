@@ -56,10 +56,12 @@ def write_report(
     baseline: str = BASELINE,
     target: float | None = None,
     metric: str = "top1",
+    pdf: bool = True,
 ) -> Report:
     """Tables (Markdown, LaTeX, CSV) and figures from the records in `results`; optional filters keep only the
     named methods (by name or by row label), datasets and backbones; `target` adds the time to that val top-1 (%);
-    `metric` (top1, top3, mean_class) is the test metric the tables lead with, test on and bold."""
+    `metric` (top1, top3, mean_class) is the test metric the tables lead with, test on and bold; `pdf=False`
+    keeps the figures as PNG only."""
     if fmt not in FORMATS:
         raise ValueError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
     report = Report()
@@ -90,6 +92,10 @@ def write_report(
             and method_label(r.spec["method"], r.spec.get("method_config", {})) in labels]  # fmt: skip
     figures = attention_figures(kept, results, out, report) + extras_figures(kept, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
+    if not pdf:
+        for path in [p for p in report.written if p.suffix == ".pdf"]:
+            path.unlink()
+            report.written.remove(path)
     specific = [distillation_table(summary), filter_attention_table(summary, kept), pruning_table(kept),
                 attention_pruning_table(kept)]  # fmt: skip
     report.markdown += "".join("\n" + t for t in specific if t)
@@ -201,11 +207,12 @@ def extras_figures(records: list[RunRecord], out: Path, report: Report) -> str:
     for (dataset, backbone, budget, label), r in chosen.items():
         title = f"{label} · {dataset} · {backbone} · seed {r.spec['seed']}"
         stem = f"{slug(label)}-{slug(dataset)}-{slug(backbone)}-{budget}"
-        if "attention" in r.extras and r.extras["attention"].get("layers"):
+        attention = r.extras.get("attention", {})
+        if attention.get("layers") and attention.get("unchanged", 0.0) < 1.0:  # all weights still 1: nothing to draw
             name = f"figures/fa-{stem}"
             report.written += attention_histograms(r.extras["attention"], out / name, title)
             lines.append(f"### {title}: attention weights\n\n![attention weights]({name}.png)\n")
-        if r.extras.get("attention", {}).get("global_highest"):
+        if attention.get("global_highest") and attention.get("unchanged", 0.0) < 1.0:
             name = f"figures/farank-{stem}"
             report.written += filter_ranking(r.extras["attention"], out / name, title)
             lines.append(f"### {title}: top- and bottom-ranked filters\n\n![filter ranking]({name}.png)\n")
