@@ -229,7 +229,12 @@ def test_method_tables_from_extras():
     assert table.rstrip().endswith("| 25.0 ± 0.0 | 10.0 ± 0.0 | 80.0 ± 0.0 |")
     fa = make_record("filter-attention", 0, 70.0)
     fa.extras = {"attention_pruning": [{"mode": "nwp", "ratio": 0.05, "test": {"top1": 66.5}}]}
-    assert "| synthetic · test_resnet | nwp | 5 % | 66.5 |" in attention_pruning_table([fa])
+    out = make_record("filter-attention", 0, 60.0, run_id="out")  # a variant: its own row, not pooled
+    out.spec["method_config"] = {"shape": "out"}
+    out.extras = {"attention_pruning": [{"mode": "nwp", "ratio": 0.05, "test": {"top1": 40.0}}]}
+    table = attention_pruning_table([fa, out])
+    assert " | filter-attention | nwp | 5 % | 66.5 |" in table
+    assert " | filter-attention (shape=out) | nwp | 5 % | 40.0 |" in table
     students = [make_record(m, 0, v) for m, v in (("cut-full", 80.0), ("kd", 81.0), ("attention-transfer", 82.5))]
     teacher = make_record("cut-full", 0, 90.0, run_id="big")
     teacher.spec["backbone"] = "big_net"

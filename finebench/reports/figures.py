@@ -49,7 +49,7 @@ def attention_figure(path: Path, out: Path, title: str) -> Path:
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
 
@@ -104,10 +104,15 @@ def cost_figure(summary, out: Path, title: str) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     costs, scores = summary["total_seconds_mean"].tolist(), summary["test_top1_mean"].tolist()
     ax.errorbar(costs, scores, yerr=summary["test_top1_std"].fillna(0).tolist(), fmt="o", capsize=3)
-    # neighbours in cost get labels above and below in turn, so close points do not print over each other
+    # a point's label goes below it when its nearest neighbour in cost scores higher (ties: in turn), so close
+    # points do not print over each other
+    log_c = np.log(np.maximum(costs, 1e-9))
     for rank, i in enumerate(np.argsort(costs, kind="stable")):
+        near = [j for j in range(len(costs)) if j != i and abs(log_c[j] - log_c[i]) < 0.2]
+        j = min(near, key=lambda j: abs(log_c[j] - log_c[i])) if near else None
+        below = j is not None and (scores[j] > scores[i] or (scores[j] == scores[i] and rank % 2 == 1))
         ax.annotate(summary["method"].iloc[i], (costs[i], scores[i]), fontsize=7, textcoords="offset points",
-                    xytext=(5, 4) if rank % 2 == 0 else (5, -10))  # fmt: skip
+                    xytext=(5, -10) if below else (5, 4))  # fmt: skip
     front = pareto_front(costs, scores)
     ax.plot([costs[i] for i in front], [scores[i] for i in front], "--o", color="tab:red", markerfacecolor="none",
             markersize=11, label="Pareto front (no method is both cheaper and better)")  # fmt: skip

@@ -67,19 +67,22 @@ def attention_pruning_table(records: list[RunRecord]) -> str:
     runs = [r for r in records if r.spec["method"] == "filter-attention" and r.extras.get("attention_pruning")]
     if not runs:
         return ""
+    from finebench.reports.tables import budget_key, method_label
+
     cells: dict[tuple, list[float]] = defaultdict(list)
-    for r in runs:
+    for r in runs:  # each variant (and budget) apart: their attention, so their rankings, differ
+        label = method_label("filter-attention", r.spec.get("method_config", {}))
         for entry in r.extras["attention_pruning"]:
-            key = (r.spec["dataset"], r.spec["backbone"], entry["mode"], entry["ratio"])
+            key = (r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), label, entry["mode"], entry["ratio"])
             cells[key].append(entry["test"]["top1"])
     lines = [
         "### Filter attention: accuracy after removing the lowest-attention filters (no retraining)",
         "",
-        "| dataset · backbone | mode | filters removed | test top-1 (%) |",
-        "|---|---|---:|---:|",
+        "| dataset · backbone · budget | row | mode | filters removed | test top-1 (%) |",
+        "|---|---|---|---:|---:|",
     ]
-    for (dataset, backbone, mode, ratio), values in sorted(cells.items(), key=lambda kv: kv[0]):
-        lines.append(f"| {dataset} · {backbone} | {mode} | {100 * ratio:g} % | {fmt(values)} |")
+    for (dataset, backbone, budget, label, mode, ratio), values in sorted(cells.items(), key=lambda kv: kv[0]):
+        lines.append(f"| {dataset} · {backbone} · {budget} | {label} | {mode} | {100 * ratio:g} % | {fmt(values)} |")
     return "\n".join(lines) + "\n"
 
 
