@@ -83,7 +83,7 @@ class BudgetMeter:
             "eval_seconds": self.eval_seconds,
             "elapsed": self.elapsed(),
             "capped": self.capped,
-            "charges": {k: vars(v).copy() for k, v in self.charges.items()},
+            "charges": self.charges_dict(),
             "peak_memory": peak_memory(),
         }
 
@@ -96,8 +96,11 @@ class BudgetMeter:
         self._start = time.perf_counter() - state["elapsed"]
         self.earlier_peak = state["peak_memory"]  # the process that wrote the checkpoint had its own peak
 
+    def charges_dict(self) -> dict[str, dict[str, float]]:
+        return {k: vars(v).copy() for k, v in self.charges.items()}
+
     def summary(self) -> dict[str, Any]:
-        charged = {k: vars(v).copy() for k, v in self.charges.items()}
+        charged = self.charges_dict()
         train_flops = None
         if self.flops_per_image is not None:
             # forward + backward ~ 3x forward: the usual estimate for a fully trained network (an upper bound

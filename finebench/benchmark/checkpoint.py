@@ -23,6 +23,7 @@ import torch
 from finebench.results.atomic import atomic_write
 from finebench.results.faults import crash_point
 from finebench.results.safeload import safe_load
+from finebench.results.store import ResultStore
 
 FORMAT = 1
 
@@ -34,6 +35,12 @@ def checkpoint_dir(out: Path, run_id: str) -> Path:
 def discard(out: Path, run_id: str) -> None:
     """Remove a run's checkpoints (once its record is written they are no longer needed)."""
     shutil.rmtree(checkpoint_dir(out, run_id), ignore_errors=True)
+
+
+def recorded(store: ResultStore, run_id: str) -> None:
+    """A run's record is in the store: its checkpoints and an earlier failed attempt's account are spent."""
+    discard(store.root, run_id)
+    store.clear_failure(run_id)
 
 
 def rng_state() -> dict[str, Any]:

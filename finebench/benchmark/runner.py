@@ -22,7 +22,7 @@ from finebench.backbones import create_backbone
 from finebench.backbones.stages import stage_map
 from finebench.backbones.weights import load_state_dict
 from finebench.benchmark.budget import BudgetMeter, forward_flops, reset_peak_memory
-from finebench.benchmark.checkpoint import Checkpoints, discard, rng_state, set_rng_state
+from finebench.benchmark.checkpoint import Checkpoints, recorded, rng_state, set_rng_state
 from finebench.benchmark.data import Batches
 from finebench.benchmark.env import environment, git_commit
 from finebench.benchmark.progress import Reporter, Stopwatch, epoch_line
@@ -253,8 +253,7 @@ class Run:
                     record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
                 if not store.has(spec.run_id):
                     store.append(record)
-                discard(self.out_dir, spec.run_id)
-                store.clear_failure(spec.run_id)  # an earlier failed attempt of it is history now
+                recorded(store, spec.run_id)
                 reset_peak_memory()  # this run's peak GPU memory is its own, not the source's training
             else:
                 self.reporter.print(f"  {role} model: reusing {spec.label} (run {spec.run_id}), its cost charged again")

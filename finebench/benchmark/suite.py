@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from finebench.backbones import backbone_info, create_backbone, data_config, default_resolution
-from finebench.benchmark.checkpoint import discard
+from finebench.benchmark.checkpoint import discard, recorded
 from finebench.benchmark.env import git_commit
 from finebench.benchmark.progress import Reporter, fmt_seconds
 from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec, build_config
@@ -171,7 +171,6 @@ def run_suite(
             continue
         try:
             if store.has(spec.run_id):  # recorded meanwhile: as a teacher or source model, or by another process
-                discard(out, spec.run_id)
                 reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id}): recorded meanwhile")
                 result.skipped.append(spec.run_id)
                 continue
@@ -188,8 +187,7 @@ def run_suite(
                 result.failed.append(spec.run_id)
                 continue
             path = store.append(record)
-            discard(out, spec.run_id)  # the record holds what the run produced; its checkpoints are spent
-            store.clear_failure(spec.run_id)
+            recorded(store, spec.run_id)
             known = {*result.sources, *result.done, *todo_ids}
             result.sources += [rid for rid in record.sources.values() if rid not in known]
             best = record.best

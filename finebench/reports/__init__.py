@@ -41,6 +41,7 @@ class Report:
     markdown: str = ""
     errors: list[str] = field(default_factory=list)
     runs: int = 0
+    pdf: bool = True  # figures as PDF too, beside the PNG
 
 
 FORMATS = ("md", "tex", "csv", "both", "all")  # both: md + tex; all: md + tex + csv
@@ -64,7 +65,7 @@ def write_report(
     keeps the figures as PNG only."""
     if fmt not in FORMATS:
         raise ValueError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
-    report = Report()
+    report = Report(pdf=pdf)
     records = list(ResultStore(results).records(report.errors))
     runs = runs_frame(records, target)
     if runs.empty:
@@ -92,10 +93,6 @@ def write_report(
             and method_label(r.spec["method"], r.spec.get("method_config", {})) in labels]  # fmt: skip
     figures = attention_figures(kept, results, out, report) + extras_figures(kept, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
-    if not pdf:
-        for path in [p for p in report.written if p.suffix == ".pdf"]:
-            path.unlink()
-            report.written.remove(path)
     specific = [distillation_table(summary), filter_attention_table(summary, kept), pruning_table(kept),
                 attention_pruning_table(kept)]  # fmt: skip
     report.markdown += "".join("\n" + t for t in specific if t)
@@ -184,12 +181,12 @@ def comparison_figures(runs, summary, records: list[RunRecord], out: Path, repor
                       "val_top1": e["val"]["top1"]} for e in r.epochs if "elapsed" in e and "val" in e]  # fmt: skip
         if rows:
             order = [m for m in group["method"] if any(row["method"] == m for row in rows)]
-            paths = curves_figure(pd.DataFrame(rows), out / base.format("curves"), title, order)
+            paths = curves_figure(pd.DataFrame(rows), out / base.format("curves"), title, order, pdf=report.pdf)
             report.written += paths
             lines.append(f"### Val top-1 over training: {title}\n\n![curves]({base.format('curves')}.png)\n")
         contenders = group[~group["method"].str.startswith(f"{TEACHER}:")].reset_index(drop=True)
         if len(contenders) > 1:
-            paths = cost_figure(contenders, out / base.format("cost"), title)
+            paths = cost_figure(contenders, out / base.format("cost"), title, pdf=report.pdf)
             report.written += paths
             lines.append(f"### Accuracy against cost: {title}\n\n![cost]({base.format('cost')}.png)\n")
     return "\n## Figures\n\n" + "\n".join(lines) if lines else ""
@@ -208,17 +205,18 @@ def extras_figures(records: list[RunRecord], out: Path, report: Report) -> str:
         title = f"{label} · {dataset} · {backbone} · seed {r.spec['seed']}"
         stem = f"{slug(label)}-{slug(dataset)}-{slug(backbone)}-{budget}"
         attention = r.extras.get("attention", {})
-        if attention.get("layers") and attention.get("unchanged", 0.0) < 1.0:  # all weights still 1: nothing to draw
+        trained = attention.get("unchanged", 0.0) < 1.0  # all weights still 1: nothing to draw
+        if attention.get("layers") and trained:
             name = f"figures/fa-{stem}"
-            report.written += attention_histograms(r.extras["attention"], out / name, title)
+            report.written += attention_histograms(attention, out / name, title, pdf=report.pdf)
             lines.append(f"### {title}: attention weights\n\n![attention weights]({name}.png)\n")
-        if attention.get("global_highest") and attention.get("unchanged", 0.0) < 1.0:
+        if attention.get("global_highest") and trained:
             name = f"figures/farank-{stem}"
-            report.written += filter_ranking(r.extras["attention"], out / name, title)
+            report.written += filter_ranking(attention, out / name, title, pdf=report.pdf)
             lines.append(f"### {title}: top- and bottom-ranked filters\n\n![filter ranking]({name}.png)\n")
         if r.extras.get("pruning"):
             name = f"figures/pruning-{stem}"
-            paths = pruning_curves(r.extras["pruning"], out / name, title)
+            paths = pruning_curves(r.extras["pruning"], out / name, title, pdf=report.pdf)
             if paths:
                 report.written += paths
                 lines.append(f"### {title}: pruning\n\n![pruning]({name}.png)\n")

@@ -77,7 +77,7 @@ def _plt():
     return plt, sns
 
 
-def curves_figure(epochs, out: Path, title: str, order: list[str] | None = None) -> list[Path]:
+def curves_figure(epochs, out: Path, title: str, order: list[str] | None = None, pdf: bool = True) -> list[Path]:
     """Val top-1 against epoch and against wall-clock seconds, one line per method (mean over seeds, band: the
     seeds' standard deviation). `epochs`: a frame with method, seed, epoch, elapsed, val_top1."""
     plt, sns = _plt()
@@ -92,10 +92,10 @@ def curves_figure(epochs, out: Path, title: str, order: list[str] | None = None)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return save(fig, out, plt)
+    return save(fig, out, plt, pdf)
 
 
-def cost_figure(summary, out: Path, title: str) -> list[Path]:
+def cost_figure(summary, out: Path, title: str, pdf: bool = True) -> list[Path]:
     """Test top-1 against the time including charged phases, one point per method (error bars: std over seeds), the
     Pareto front joined."""
     plt, _ = _plt()
@@ -123,14 +123,16 @@ def cost_figure(summary, out: Path, title: str) -> list[Path]:
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return save(fig, out, plt)
+    return save(fig, out, plt, pdf)
 
 
-def save(fig, out: Path, plt) -> list[Path]:
+def save(fig, out: Path, plt, pdf: bool = True) -> list[Path]:
+    """`out`.png, and `out`.pdf unless `pdf` is False."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_name(out.name + ".png"), out.with_name(out.name + ".pdf")]  # names may hold dots (0.5)
+    paths = [out.with_name(out.name + ".png")] + [out.with_name(out.name + ".pdf")] * pdf  # names may hold dots
     fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
+    if pdf:
+        fig.savefig(paths[1])
     plt.close(fig)
     return paths
 
@@ -143,7 +145,7 @@ def layer_group(name: str) -> str:
     return ".".join(parts[:2]) if nested else parts[0]
 
 
-def attention_histograms(extras: dict, out: Path, title: str) -> list[Path]:
+def attention_histograms(extras: dict, out: Path, title: str, pdf: bool = True) -> list[Path]:
     """Filter-attention weights per layer group (summed per-layer histograms on the shared edges): the paper's
     Figure 2."""
     plt, _ = _plt()
@@ -167,10 +169,10 @@ def attention_histograms(extras: dict, out: Path, title: str) -> list[Path]:
         ax.axis("off")
     fig.suptitle(title + " · attention weights per layer group (1 = unchanged)", fontsize=9)
     fig.tight_layout()
-    return save(fig, out, plt)
+    return save(fig, out, plt, pdf)
 
 
-def filter_ranking(extras: dict, out: Path, title: str, top: int = 20) -> list[Path]:
+def filter_ranking(extras: dict, out: Path, title: str, top: int = 20, pdf: bool = True) -> list[Path]:
     """The filters filter attention ranks highest and lowest over the whole network (score: a filter's mean
     attention over its input channels; 1 = unchanged), and per layer group the share of filters amplified (> 1)."""
     plt, _ = _plt()
@@ -200,10 +202,10 @@ def filter_ranking(extras: dict, out: Path, title: str, top: int = 20) -> list[P
     axes[2].tick_params(axis="x", labelsize=6)
     fig.suptitle(title + " · filter ranking by attention", fontsize=9)
     fig.tight_layout()
-    return save(fig, out, plt)
+    return save(fig, out, plt, pdf)
 
 
-def pruning_curves(entries: list[dict], out: Path, title: str) -> list[Path]:
+def pruning_curves(entries: list[dict], out: Path, title: str, pdf: bool = True) -> list[Path]:
     """Semantic pruning: balanced single-class accuracy against the pruned share θ, one line per class (NWP sweep
     and the 33 % / 66 % settings), and LWP vs NWP averaged over the classes."""
     plt, sns = _plt()
@@ -235,4 +237,4 @@ def pruning_curves(entries: list[dict], out: Path, title: str) -> list[Path]:
     axes[1].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return save(fig, out, plt)
+    return save(fig, out, plt, pdf)

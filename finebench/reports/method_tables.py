@@ -125,7 +125,10 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
     optimiser, then accuracy, best epoch and the test against the baseline; cut-fc (the paper's F-only baseline)
     and cut-full as reference rows. One table per (dataset, backbone, budget) that has a filter-attention row."""
     from finebench.methods.filter_attention import parse_schedule
-    from finebench.reports.tables import method_label, significance_cell
+    from finebench.reports.tables import Column, cell, method_label, significance_cell
+
+    def mean_std(row, metric: str) -> str:
+        return cell(row, Column(metric, metric, metric, "num"), "±")
 
     configs: dict[str, dict] = {}
     for r in records:
@@ -169,8 +172,3 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
             )
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
-
-
-def mean_std(row, metric: str, digits: int = 1) -> str:
-    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-    return f"{mean:.{digits}f}" + ("" if std != std else f" ± {std:.{digits}f}")  # NaN std: one seed
