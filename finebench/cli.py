@@ -24,6 +24,10 @@ RUN_FLAGS = {
     "resolution": "resolution",
     "time_budget": "time_budget",
     "skip_bad_images": "skip_bad_images",
+    "amp": "amp",
+    "channels_last": "channels_last",
+    "compile": "compile",
+    "cudnn": "cudnn",
 }
 
 
@@ -48,6 +52,11 @@ def add_run(sub) -> None:
         const=True,
         help="leave unreadable images out (the record counts them) instead of refusing the dataset",
     )
+    p.add_argument("--amp", choices=("off", "bf16", "fp16"), help="mixed precision (fp16: with a grad scaler)")
+    p.add_argument("--channels-last", action="store_const", const=True, help="NHWC model and batches")
+    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model's forward")
+    p.add_argument("--cudnn", choices=("benchmark", "deterministic"), help="cuDNN autotuning (default) or "
+                   "deterministic algorithms")  # fmt: skip
     p.add_argument("--out", default="results", help="results folder (default: results/)")
     p.add_argument("--data-root", help="data root (default: $FINEBENCH_DATA, then the user cache dir)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

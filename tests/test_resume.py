@@ -18,7 +18,17 @@ from finebench.methods import METHODS, Method, Stage
 from finebench.results.store import ResultStore
 
 # what differs between two runs of one spec: clocks, dates, memory, and the account of resumes itself
-VOLATILE = {"started", "finished", "env", "resumes", "peak_memory", "images_per_second", "elapsed"}
+VOLATILE = {
+    "started",
+    "finished",
+    "env",
+    "resumes",
+    "peak_memory",
+    "images_per_second",
+    "elapsed",
+    "data_stall",
+    "data_stall_fraction",
+}
 
 
 def numbers(value):

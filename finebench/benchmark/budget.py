@@ -40,6 +40,7 @@ class BudgetMeter:
     steps: int = 0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    data_seconds: float = 0.0  # of train_seconds: time the loop spent in the data iterator (waiting, copying)
     flops_per_image: float | None = None  # forward FLOPs of the trained model for one image
     charges: dict[str, Charge] = field(default_factory=dict)
     capped: bool = False
@@ -81,6 +82,7 @@ class BudgetMeter:
             "steps": self.steps,
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
+            "data_seconds": self.data_seconds,
             "elapsed": self.elapsed(),
             "capped": self.capped,
             "charges": self.charges_dict(),
@@ -91,6 +93,7 @@ class BudgetMeter:
         """Continue from a checkpoint's meter: counts, seconds, charges; the wall clock goes on from its elapsed."""
         self.samples, self.steps = state["samples"], state["steps"]
         self.train_seconds, self.eval_seconds = state["train_seconds"], state["eval_seconds"]
+        self.data_seconds = state.get("data_seconds", 0.0)
         self.capped = state["capped"]
         self.charges = {k: Charge(**v) for k, v in state["charges"].items()}
         self._start = time.perf_counter() - state["elapsed"]
@@ -113,6 +116,11 @@ class BudgetMeter:
             "steps": self.steps,
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
+            # end to end: data, forward, backward, optimiser and bookkeeping, over the training seconds
+            "images_per_second": self.samples / self.train_seconds if self.train_seconds > 0 else None,
+            "data_seconds": self.data_seconds,
+            # share of the training time the loop waited for data (an upper bound of the device's idle share)
+            "data_stall_fraction": self.data_seconds / self.train_seconds if self.train_seconds > 0 else None,
             "flops_per_image": self.flops_per_image,
             "train_flops_estimate": train_flops,
             "time_budget": self.time_budget,

@@ -62,12 +62,19 @@ class Reporter:
 
 
 def epoch_line(
-    epoch: int, epochs: int, losses: dict[str, float], val: dict[str, float], ips: float, eta: float, mark: str
+    epoch: int,
+    epochs: int,
+    losses: dict[str, float],
+    val: dict[str, float],
+    ips: float,
+    eta: float,
+    mark: str,
+    stall: float = 0.0,
 ) -> str:
     loss_txt = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
     return (
         f"  epoch {epoch:>3}/{epochs}  {loss_txt}  val top1 {val['top1']:5.1f} top3 {val['top3']:5.1f}  "
-        f"{ips:7.1f} img/s  ETA {fmt_seconds(eta)}{mark}"
+        f"{ips:7.1f} img/s (data wait {100 * stall:.1f} %)  ETA {fmt_seconds(eta)}{mark}"
     )
 
 

@@ -25,6 +25,7 @@ from finebench.benchmark.budget import BudgetMeter, forward_flops, reset_peak_me
 from finebench.benchmark.checkpoint import Checkpoints, recorded, rng_state, set_rng_state
 from finebench.benchmark.data import Batches
 from finebench.benchmark.env import environment, git_commit
+from finebench.benchmark.precision import FP32, Precision, cudnn_state, make_precision, set_cudnn, to_memory_format
 from finebench.benchmark.progress import Reporter, Stopwatch, epoch_line
 from finebench.benchmark.spec import RunSpec
 from finebench.benchmark.train import apply_modes, evaluate, lr_factor, make_optimizer, set_trainable, train_step
@@ -101,8 +102,11 @@ class StepLoop:
     """The runner's per-step work: stage switches, the learning-rate schedule, the method's step, loss sums and
     the budget meter. Kept apart so that its overhead over a bare PyTorch loop can be benchmarked."""
 
-    def __init__(self, method: Method, model: torch.nn.Module, ctx: Context, total_steps: int) -> None:
+    def __init__(
+        self, method: Method, model: torch.nn.Module, ctx: Context, total_steps: int, precision: Precision = FP32
+    ) -> None:
         self.method, self.model, self.ctx, self.total_steps = method, model, ctx, total_steps
+        self.precision = precision
         self.cfg = ctx.spec.train
         self.stage: Stage | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -136,7 +140,7 @@ class StepLoop:
         lr = base * self.stage.lr_scale * factor
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        terms = train_step(self.method, self.model, (x, y), self.optimizer, self.ctx)
+        terms = train_step(self.method, self.model, (x, y), self.optimizer, self.ctx, self.precision)
         n = len(y)
         for k, v in terms.items():
             self.sums[k] = self.sums[k] + v * n if k in self.sums else v * n
@@ -163,6 +167,8 @@ class Run:
     def setup(self) -> None:
         spec, cfg = self.spec, self.spec.train
         seed_everything(spec.seed)
+        set_cudnn(cfg.cudnn)
+        self.precision = make_precision(cfg.amp, self.device)
         t0 = time.perf_counter()
         data = build_dataset(spec.dataset, self.data_root)
         backbone = create_backbone(spec.backbone, data.info.num_classes, cfg.weights)
@@ -182,6 +188,7 @@ class Run:
                 images, data.labels, idx, bs, backbone.mean, backbone.std, self.device,
                 shuffle=train, flip=train and cfg.augment in ("flip", "rrc"), seed=spec.seed,
                 balanced=train and cfg.sampler == "balanced", crop=train and cfg.augment == "rrc",
+                channels_last=cfg.channels_last,
             )  # fmt: skip
 
         loaders = {
@@ -194,8 +201,10 @@ class Run:
         budget = BudgetMeter(cfg.epochs, len(train_idx), cfg.time_budget)
         self.ctx = Context(spec, data.info.num_classes, stage_map(backbone.model), budget, self.device, loaders)
         self.ctx.source_model = self.source_model
-        self.model = self.charged_prepare(backbone.model).to(self.device)
+        self.model = to_memory_format(self.charged_prepare(backbone.model).to(self.device), cfg.channels_last)
         budget.flops_per_image = forward_flops(self.model, cfg.resolution, self.device)
+        if cfg.compile:  # in place: parameter names, hooks and state dicts stay those of the model
+            self.model.compile()
         self.stages = self.method.schedule(self.ctx) if self.method.trains else []
         if self.method.trains:
             check_schedule(self.stages, spec)
@@ -298,7 +307,7 @@ class Run:
         history: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         best_state = None
-        loop = StepLoop(method, model, ctx, total_steps)
+        loop = StepLoop(method, model, ctx, total_steps, self.precision)
         checkpoints = Checkpoints(self.out_dir, spec.run_id)
         if method.trains and (resumed := self.resume(checkpoints, loop)) is not None:
             history, best, best_state, started = resumed
@@ -308,16 +317,22 @@ class Run:
             train.set_epoch(epoch)
             loop.begin_epoch()
             self.reporter.start_epoch(f"{spec.method} e{epoch + 1}/{cfg.epochs}", len(train))
+            data_before = train.data_seconds
             for x, y in train:
                 loop.step(x, y)
                 self.reporter.step()
                 crash_point("step")  # fault injection: a kill in the middle of an epoch
                 if budget.over_time():
                     break
+            if self.device.type == "cuda":  # the queued kernels are this epoch's training time
+                torch.cuda.synchronize(self.device)
+                budget.train_seconds += loop.watch.lap()
+            data_seconds = train.data_seconds - data_before
+            budget.data_seconds += data_seconds
             method.on_epoch_end(model, epoch, ctx)
             train_seconds = budget.train_seconds - sum(h["train_seconds"] for h in history)
             t_eval = time.perf_counter()
-            val = evaluate(method, model, self.loaders["val"], ctx.num_classes)
+            val = evaluate(method, model, self.loaders["val"], ctx.num_classes, precision=self.precision)
             budget.eval_seconds += time.perf_counter() - t_eval
             losses, seen, stage = loop.epoch_losses(), loop.seen, loop.stage
             if not all(np.isfinite(v) for v in [*losses.values(), val["loss"]]):
@@ -332,6 +347,7 @@ class Run:
                 "train_seconds": train_seconds,
                 "elapsed": budget.elapsed(),
                 "images_per_second": seen / max(train_seconds, 1e-9),
+                "data_stall": data_seconds / max(train_seconds, 1e-9),
                 "partial": budget.capped,
             }
             history.append(entry)
@@ -342,18 +358,20 @@ class Run:
             eta = entry["elapsed"] / (epoch + 1) * (cfg.epochs - epoch - 1)
             mark = "  *best" if improved else ""
             ips = entry["images_per_second"]
-            self.reporter.end_epoch(epoch_line(epoch + 1, cfg.epochs, losses, val, ips, eta, mark))
+            self.reporter.end_epoch(epoch_line(epoch + 1, cfg.epochs, losses, val, ips, eta, mark,
+                                                  entry["data_stall"]))  # fmt: skip
             state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": loop.optimizer.state_dict(),
                      "steps": loop.steps, "budget": budget.state(), "rng": rng_state(), "history": history,
                      "best": best, "started": started, "setup_seconds": self.setup_seconds,
-                     "resumes": self.resumes, "method_state": ctx.state, "commit": git_commit()}  # fmt: skip
+                     "resumes": self.resumes, "method_state": ctx.state, "commit": git_commit(),
+                     "scaler": self.precision.state()}  # fmt: skip
             checkpoints.save(state, best["epoch"], best_state if improved else None)
             if budget.capped:
                 self.reporter.print(f"  time budget of {cfg.time_budget:.0f}s spent: stopped after epoch {epoch + 1}")
                 break
         if not method.trains:  # nothing to train: the prepared model is evaluated as it is
             t_eval = time.perf_counter()
-            val = evaluate(method, model, self.loaders["val"], ctx.num_classes)
+            val = evaluate(method, model, self.loaders["val"], ctx.num_classes, precision=self.precision)
             budget.eval_seconds += time.perf_counter() - t_eval
             best, best_state = {"epoch": 0, "val": val, "seconds_to_best": budget.elapsed()}, cpu_state(model)
         return self.finish(started, history, best, best_state)
@@ -373,6 +391,7 @@ class Run:
             self.model.load_state_dict(state["model"])
             loop.optimizer.load_state_dict(state["optimizer"])
             self.ctx.budget.load_state(state["budget"])
+            self.precision.load_state(state.get("scaler"))
             set_rng_state(state["rng"])  # after building the model and optimisers, which may draw random numbers
         except (RuntimeError, ValueError, KeyError) as e:
             raise ValueError(
@@ -403,15 +422,16 @@ class Run:
         ctx, model, method = self.ctx, self.model, self.method
         t_eval = time.perf_counter()
         last = {"epoch": history[-1]["epoch"], "val": history[-1]["val"]} if history else dict(best)
-        last["test"] = evaluate(method, model, self.test_loader, ctx.num_classes)
+        last["test"] = evaluate(method, model, self.test_loader, ctx.num_classes, precision=self.precision)
         model.load_state_dict(best_state)
         params = self.param_counts()
         if method.keep_model:
             self.artifacts["model"] = self.save_model(best_state)
         if type(method).finalize is not Method.finalize:
             model = method.finalize(model, ctx)
-            best["val_finalized"] = evaluate(method, model, self.loaders["val"], ctx.num_classes)
-        best["test"] = evaluate(method, model, self.test_loader, ctx.num_classes)
+            best["val_finalized"] = evaluate(method, model, self.loaders["val"], ctx.num_classes,
+                                             precision=self.precision)  # fmt: skip
+        best["test"] = evaluate(method, model, self.test_loader, ctx.num_classes, precision=self.precision)
         self.model = model
         params["deployed"] = sum(p.numel() for p in model.parameters())  # after finalize (folding, pruning)
         ctx.budget.eval_seconds += time.perf_counter() - t_eval
@@ -419,7 +439,7 @@ class Run:
 
         def post_selection_eval(m: torch.nn.Module, split: str, predictions: bool = False) -> dict[str, Any]:
             loader = {"val": self.loaders["val"], "test": test_loader}[split]
-            return evaluate(method, m, loader, ctx.num_classes, keep_predictions=predictions)
+            return evaluate(method, m, loader, ctx.num_classes, keep_predictions=predictions, precision=self.precision)
 
         def sample(split: str, n: int):
             return {"val": self.loaders["val"], "test": test_loader}[split].sample(n)
@@ -440,7 +460,7 @@ class Run:
             spec=self.spec.to_dict(),
             dataset=self.dataset_info(),
             backbone=self.backbone_info(),
-            env=environment(self.device),
+            env=environment(self.device) | cudnn_state(),
             epochs=history,
             best=best,
             last=last,

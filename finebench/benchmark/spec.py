@@ -29,6 +29,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "augment": ("flip", "rrc", "none"),
     "sampler": ("uniform", "balanced"),
     "select_metric": ("top1", "top3", "mean_class"),
+    "amp": ("off", "bf16", "fp16"),
+    "cudnn": ("benchmark", "deterministic"),
 }
 
 
@@ -55,11 +57,30 @@ class TrainConfig:
     select_metric: str = "top1"  # val metric that picks the best epoch
     time_budget: float | None = None  # optional wall-clock cap per run, seconds
     skip_bad_images: bool = False  # leave unreadable images out (counted in the record) instead of refusing the data
+    # How the arithmetic runs. Part of the spec (and of the run id when not the default), so that a table never
+    # pools runs that differ in them.
+    amp: str = "off"  # mixed precision: off (fp32) | bf16 (autocast) | fp16 (autocast with a gradient scaler)
+    channels_last: bool = False  # model and batches in NHWC memory format (faster convolutions on tensor cores)
+    compile: bool = False  # torch.compile the model's forward (first steps slower while it compiles)
+    cudnn: str = "benchmark"  # benchmark: cuDNN times its algorithms and keeps the fastest (not bit-reproducible);
+    # deterministic: deterministic algorithms only (torch.use_deterministic_algorithms), slower. No effect on CPU.
 
 
 # Fields added after the first release: left out of the run id while they hold their default, so that the ids of
 # runs recorded before they existed stay valid.
-LATER_FIELDS: dict[str, Any] = {"skip_bad_images": False}
+LATER_FIELDS: dict[str, Any] = {
+    "skip_bad_images": False,
+    "amp": "off",
+    "channels_last": False,
+    "compile": False,
+    "cudnn": "benchmark",
+}
+
+
+def identity_train(train: Mapping[str, Any]) -> dict[str, Any]:
+    """A (recorded) train config without the later fields that hold their default: what identifies a budget, the
+    same for a record written before those fields existed and one written after."""
+    return {k: v for k, v in train.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 @dataclass(frozen=True)
@@ -90,9 +111,7 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         spec = self.to_dict()
-        for key, default in LATER_FIELDS.items():
-            if spec["train"].get(key) == default:
-                del spec["train"][key]
+        spec["train"] = identity_train(spec["train"])
         payload = json.dumps({"v": SPEC_VERSION, **spec}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

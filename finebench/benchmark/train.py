@@ -10,28 +10,40 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from finebench.benchmark.precision import FP32, Precision
 from finebench.methods.base import Context, Method, Stage
 
 
 def train_step(
-    method: Method, model: nn.Module, batch: tuple[Tensor, Tensor], optimizer: torch.optim.Optimizer, ctx: Context
+    method: Method,
+    model: nn.Module,
+    batch: tuple[Tensor, Tensor],
+    optimizer: torch.optim.Optimizer,
+    ctx: Context,
+    precision: Precision = FP32,
 ) -> dict[str, Tensor]:
-    """Forward, the method's loss terms, their sum backward, one optimiser step. Returns the detached terms."""
-    out = method.forward(model, batch[0])
-    terms = method.losses(model, batch, out, ctx)
-    total = sum(terms.values())
+    """Forward and the method's loss terms (under the run's autocast), their sum backward, one optimiser step
+    (through the gradient scaler under fp16). Returns the detached terms."""
+    with precision.autocast():
+        out = method.forward(model, batch[0])
+        terms = method.losses(model, batch, out, ctx)
+        total = sum(terms.values())
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
-    return {k: v.detach() for k, v in terms.items()}
+    precision.backward_step(total, optimizer)
+    return {k: v.detach().float() for k, v in terms.items()}
 
 
 @torch.no_grad()
 def evaluate(
-    method: Method, model: nn.Module, batches: Iterable, num_classes: int, keep_predictions: bool = False
+    method: Method,
+    model: nn.Module,
+    batches: Iterable,
+    num_classes: int,
+    keep_predictions: bool = False,
+    precision: Precision = FP32,
 ) -> dict[str, Any]:
-    """top-1, top-3, mean per-class accuracy (%) and mean cross-entropy over all batches; with keep_predictions,
-    also the top-1 predictions and targets in batch order (`pred`, `target`)."""
+    """top-1, top-3, mean per-class accuracy (%) and mean cross-entropy over all batches (forward under the run's
+    autocast, metrics in fp32); with keep_predictions, also the top-1 predictions and targets in batch order."""
     was_training = model.training
     model.eval()
     k = min(3, num_classes)
@@ -41,7 +53,8 @@ def evaluate(
     per_class_n = torch.zeros(num_classes)
     preds, targets = [], []
     for x, y in batches:
-        logits = method.logits(method.forward(model, x)).float()
+        with precision.autocast():
+            logits = method.logits(method.forward(model, x)).float()
         loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
         topk = logits.topk(k, dim=1).indices
         hit1 = (topk[:, 0] == y).cpu()

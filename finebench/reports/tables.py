@@ -15,13 +15,27 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from finebench.benchmark.spec import identity_train
 from finebench.reports.stats import holm, paired_test, t_interval
 from finebench.results.record import RunRecord
 
 
 def budget_key(spec: dict) -> str:
     """Runs are comparable only under the same training config (epochs, resolution, optimiser, split...)."""
-    return hashlib.sha256(json.dumps(spec["train"], sort_keys=True).encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps(identity_train(spec["train"]), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def arithmetic(train: dict) -> str:
+    """How a run's arithmetic ran, for the caption: fp32 unless mixed precision, plus memory format, compilation and
+    the cuDNN mode when they are not the defaults (records written before these settings existed used fp32 NCHW)."""
+    parts = [{"bf16": "bf16 autocast", "fp16": "fp16 autocast + grad scaler"}.get(train.get("amp", "off"), "fp32")]
+    if train.get("channels_last"):
+        parts.append("channels_last")
+    if train.get("compile"):
+        parts.append("torch.compile")
+    if train.get("cudnn", "benchmark") != "benchmark":
+        parts.append(f"cuDNN {train['cudnn']}")
+    return ", ".join(parts)
 
 
 def method_label(method: str, config: dict) -> str:
@@ -60,6 +74,7 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "budget": budget_key(r.spec),
         "epochs": train["epochs"],
         "resolution": train["resolution"],
+        "arithmetic": arithmetic(train),
         "method": method_label(r.spec["method"], r.spec.get("method_config", {})),
         "method_name": r.spec["method"],
         "seed": r.spec["seed"],
@@ -194,7 +209,7 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1"
         out[f"{m}_std"] = g[m].std(ddof=1)
     if "seconds_to_target" in runs:
         out["reached"] = g["seconds_to_target"].count()
-    for m in ("trainable", "total", "epochs", "resolution"):
+    for m in ("trainable", "total", "epochs", "resolution", "arithmetic"):
         out[m] = g[m].first()
     out["capped"] = g["capped"].sum()
     out["seeds"] = g["seed"].apply(lambda s: ",".join(str(v) for v in sorted(s)))
@@ -321,7 +336,8 @@ def caption(group: pd.DataFrame, metric: str = "top1") -> str:
     capped = int(group["capped"].sum())
     text = (
         f"{first['dataset']} · {first['backbone']} · {int(first['epochs'])} epochs at {int(first['resolution'])} px "
-        f"(budget {first['budget']}) · seeds {','.join(seeds)} · mean ± std over seeds, test at the best-val epoch · "
+        f"(budget {first['budget']}) · {first['arithmetic']} · seeds {','.join(seeds)} · mean ± std over seeds, "
+        "test at the best-val epoch · "
         "time to best and time incl. teacher/source include charged phases (a teacher's or source model's training, "
         "calibration); own time excludes them"
     )
