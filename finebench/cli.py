@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from finebench.benchmark.spec import build_suite, load_yaml, parse_duration, parse_overrides
+from finebench.benchmark.spec import SpecError, build_suite, load_yaml, parse_duration, parse_overrides
 
 # flag -> suite key; None values (flag not given) do not override the spec file
 RUN_FLAGS = {
@@ -60,6 +60,19 @@ def add_run(sub) -> None:
     p.add_argument("--out", default="results", help="results folder (default: results/)")
     p.add_argument("--data-root", help="data root (default: $FINEBENCH_DATA, then the user cache dir)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    many = p.add_argument_group("parallel runs and clusters")
+    many.add_argument("--devices", help="runs in parallel, one worker per device: GPU indices 0,1,2,3 (or cuda:N, "
+                      "cpu entries for CPU workers)")  # fmt: skip
+    many.add_argument("--launcher", choices=("local", "slurm"), help="submit each unrecorded run as a job through "
+                      "submitit: slurm (a job array) or local (processes here)")  # fmt: skip
+    many.add_argument("--partition", help="SLURM partition")
+    many.add_argument("--gpus-per-job", type=int, help="GPUs per job (SLURM default 1; local: 1 with a GPU, else 0)")
+    many.add_argument("--array-parallelism", type=int, help="jobs running at once (SLURM: no cap; local: 1)")
+    many.add_argument("--job-timeout", help="time limit per job, e.g. 4h (default 24h); a job stopped at it is "
+                      "requeued and its run resumes")  # fmt: skip
+    many.add_argument("--cpus-per-job", type=int, help="CPUs per job (SLURM)")
+    many.add_argument("--mem-gb", type=float, help="memory per job in GB (SLURM)")
+    many.add_argument("--wait", action="store_true", help="SLURM: wait for the jobs to finish (local always waits)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
     p.add_argument("--dry-run", action="store_true", help="print the resolved runs and exit")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: record it, go on)")
@@ -85,14 +98,38 @@ def cmd_run(args) -> int:
         for spec in expand(suite):
             print(f"{spec.run_id}  {'done' if store.has(spec.run_id) else 'todo'}  {spec.label}")
         return 0
+    reporter = Reporter(quiet=args.quiet)
+    cluster = [f"--{k.replace('_', '-')}" for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)]
+    if cluster and not args.launcher:
+        raise SpecError(f"{cluster[0]} applies to --launcher slurm|local only")
     try:
-        result = run_suite(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=args.quiet),
-                           args.fail_fast)  # fmt: skip
+        if args.launcher:
+            from finebench.benchmark.launch import LaunchOptions, launch_suite, parse_timeout
+
+            if args.devices or args.fail_fast:
+                raise SpecError(f"--launcher cannot be combined with {'--devices' if args.devices else '--fail-fast'}")
+            timeout = parse_timeout(args.job_timeout)
+            opts = LaunchOptions(args.launcher, args.partition, args.gpus_per_job, args.array_parallelism, timeout,
+                                 args.cpus_per_job, args.mem_gb, args.wait)  # fmt: skip
+            result = launch_suite(suite, Path(args.out), args.data_root, opts, reporter)
+        else:
+            devices = None
+            if args.devices:
+                from finebench.benchmark.parallel import parse_devices
+
+                if args.device != "auto":
+                    raise SpecError("--device and --devices: give one (--devices lists the devices of parallel runs)")
+                devices = parse_devices(args.devices)
+            result = run_suite(suite, Path(args.out), args.data_root, args.device, reporter, args.fail_fast, devices)
     except KeyboardInterrupt:
         again = " ".join(shlex.quote(a) for a in ["bench", *sys.argv[1:]])
         print(f"\ninterrupted: every finished run is recorded in {args.out}; `{again}` continues with the rest "
               "(the interrupted run goes on from the end of its last finished epoch)", file=sys.stderr)  # fmt: skip
         return 130
+    if result.submitted:
+        print(f"submitted: {len(result.submitted)} run(s), {len(result.skipped)} already recorded in {args.out}; "
+              f"`bench status --results {args.out}` follows them, `bench report` once they are done")  # fmt: skip
+        return 0
     extra = f" (+ {len(result.sources)} teacher/source run(s) they used)" if result.sources else ""
     skipped = f"{len(result.skipped)} skipped (already recorded)"
     print(f"done: {len(result.done)} run(s) recorded{extra}, {skipped} in {args.out}")
@@ -103,6 +140,9 @@ def cmd_run(args) -> int:
               "retries them; `bench report` lists them)", file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+CLUSTER_FLAGS = ("partition", "gpus_per_job", "array_parallelism", "job_timeout", "cpus_per_job", "mem_gb", "wait")
 
 
 def add_report(sub) -> None:
@@ -141,6 +181,18 @@ def cmd_report(args) -> int:
         print(f"warning: skipped damaged record {err}", file=sys.stderr)
     print(report.markdown)
     print(f"{report.runs} run(s); wrote " + ", ".join(str(p) for p in report.written))
+    return 0
+
+
+def add_status(sub) -> None:
+    p = sub.add_parser("status", help="each run of a results folder: done, running, failed, queued or stopped")
+    p.add_argument("--results", default="results", help="results folder (default: results/)")
+
+
+def cmd_status(args) -> int:
+    from finebench.results.status import status_text
+
+    print(status_text(Path(args.results)))
     return 0
 
 
@@ -232,13 +284,14 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "fetch": cmd_fetch, "verify": cmd_verify}
+COMMANDS = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "list": cmd_list, "fetch": cmd_fetch,
+            "verify": cmd_verify}  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="finebench: fine-grained transfer learning, one budget")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (add_run, add_report, add_list, add_fetch, add_verify):
+    for add in (add_run, add_status, add_report, add_list, add_fetch, add_verify):
         add(sub)
     return p
 

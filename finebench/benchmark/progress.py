@@ -15,16 +15,18 @@ def fmt_seconds(s: float) -> str:
 
 
 class Reporter:
-    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
+    def __init__(
+        self, quiet: bool = False, console: Console | None = None, prefix: str = "", live: bool | None = None
+    ) -> None:
         self.console = console or Console(file=sys.stdout, highlight=False)
-        self.live = self.console.is_terminal and not quiet
-        self.quiet = quiet
+        self.live = self.console.is_terminal and not quiet and live is not False
+        self.quiet, self.prefix = quiet, prefix  # prefix: on every line (a parallel worker's device)
         self._progress: Progress | None = None
         self._task = None
 
     def print(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(text, markup=False, soft_wrap=True)
+            self.console.print(self.prefix + text, markup=False, soft_wrap=True)
 
     def start_epoch(self, label: str, steps: int) -> None:
         if self.live:

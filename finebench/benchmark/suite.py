@@ -6,7 +6,7 @@ import dataclasses
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +23,7 @@ from finebench.datasets import build_dataset, check_name
 from finebench.datasets.cache import cached_images
 from finebench.methods import METHODS
 from finebench.results.lock import RunLock
+from finebench.results.queue import note_queued
 from finebench.results.store import ResultStore
 
 
@@ -71,6 +72,7 @@ class SuiteResult:
     failed: list[str] = field(default_factory=list)  # recorded under <out>/failed/, tried again by a later run
     elsewhere: list[str] = field(default_factory=list)  # running in another process on the same results folder
     sources: list[str] = field(default_factory=list)  # teacher / source runs trained on the way (recorded too)
+    submitted: list[str] = field(default_factory=list)  # handed to a cluster scheduler, not waited for
 
 
 def pick_device(name: str) -> torch.device:
@@ -146,13 +148,32 @@ def run_suite(
     device: str = "auto",
     reporter: Reporter | None = None,
     fail_fast: bool = False,
+    devices: list[torch.device] | None = None,
 ) -> SuiteResult:
-    from finebench.benchmark.runner import Run
-
+    """Run the suite's unrecorded runs one after another on `device`, or with `devices`, in parallel: one worker
+    process per listed device, each taking the next run (see `parallel.py`). Either way into one store."""
     reporter = reporter or Reporter()
+    dev = pick_device("cpu" if devices else device)  # with --devices the workers hold the GPUs, not this process
+    where = f"devices {', '.join(map(str, devices))}" if devices else f"device {dev}"
+    todo, result = plan(suite, out, data_root, dev, reporter, where)
+    note_queued(out, todo, f"bench run ({where})")
+    if devices:
+        from finebench.benchmark.parallel import run_parallel
+
+        outcomes = run_parallel(todo, devices, out, data_root, reporter, fail_fast)
+    else:
+        outcomes = (run_one(spec, out, data_root, dev, reporter, fail_fast, f"[{i}/{len(todo)}] ")
+                    for i, spec in enumerate(todo, 1))  # fmt: skip
+    return collect(outcomes, todo, result)
+
+
+def plan(
+    suite: SuiteSpec, out: Path, data_root: str | None, dev: torch.device, reporter: Reporter, where: str
+) -> tuple[list[RunSpec], SuiteResult]:
+    """Everything checked before any training (names, data, weights, resolution, the results folder); returns the
+    runs not yet recorded and a SuiteResult listing the recorded ones as skipped."""
     git_commit()  # pin the commit of the code this process runs, before the checkout can change under it
     runs = expand(suite)
-    dev = pick_device(device)
     check_writable(out)
     preflight(runs, data_root, dev, reporter)
     store = ResultStore(out)
@@ -161,45 +182,65 @@ def run_suite(
     result.skipped = [r.run_id for r in runs if store.has(r.run_id)]
     for run_id in result.skipped:  # a kill between writing a record and removing its checkpoints left them
         discard(out, run_id)
+    reporter.print(f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), {where}")
+    return todo, result
+
+
+def collect(outcomes: Iterable[Outcome], todo: list[RunSpec], result: SuiteResult) -> SuiteResult:
+    """File each run's outcome in `result`; teacher / source runs trained on the way are listed apart."""
     todo_ids = {r.run_id for r in todo} | set(result.skipped)
-    reporter.print(f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), device {dev}")
-    for i, spec in enumerate(todo, 1):
-        lock = RunLock(out, spec.run_id)
-        if not lock.acquire():
-            reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id}): running in another process, skipped")
-            result.elsewhere.append(spec.run_id)
-            continue
-        try:
-            if store.has(spec.run_id):  # recorded meanwhile: as a teacher or source model, or by another process
-                reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id}): recorded meanwhile")
-                result.skipped.append(spec.run_id)
-                continue
-            reporter.print(f"[{i}/{len(todo)}] {spec.label}  (run {spec.run_id})")
-            t0 = time.perf_counter()
-            try:
-                record = Run(spec, data_root, out, dev, reporter).execute()
-            except Exception as e:  # noqa: BLE001 - one run's failure must not cost the others
-                if fail_fast:
-                    raise
-                info = failure_info(spec, e, time.perf_counter() - t0)
-                path = store.record_failure(spec.run_id, info)
-                reporter.print(f"  FAILED ({info['status']}): {info['message']}{info.get('hint', '')} -> {path}")
-                result.failed.append(spec.run_id)
-                continue
-            path = store.append(record)
-            recorded(store, spec.run_id)
-            known = {*result.sources, *result.done, *todo_ids}
-            result.sources += [rid for rid in record.sources.values() if rid not in known]
-            best = record.best
-            reporter.print(
-                f"  best epoch {best['epoch']}: val top1 {best['val']['top1']:.1f}, test top1 "
-                f"{best['test']['top1']:.1f} top3 {best['test']['top3']:.1f}  "
-                f"({fmt_seconds(time.perf_counter() - t0)}) -> {path}"
-            )
-            result.done.append(spec.run_id)
-        finally:
-            lock.release()
+    for outcome in outcomes:
+        getattr(result, outcome.status).append(outcome.run_id)
+        known = {*result.sources, *result.done, *todo_ids}
+        result.sources += [rid for rid in outcome.sources if rid not in known]
     return result
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    status: str  # done | skipped | failed | elsewhere (the SuiteResult list it goes to)
+    sources: list[str] = field(default_factory=list)  # run ids of teacher / source runs it used
+
+
+def run_one(
+    spec: RunSpec, out: Path, data_root: str | None, dev: torch.device, reporter: Reporter, fail_fast: bool,
+    tag: str = "",
+) -> Outcome:  # fmt: skip
+    """One run under its lock: skipped when recorded or running elsewhere; recorded, or its failure accounted."""
+    from finebench.benchmark.runner import Run
+
+    store = ResultStore(out)
+    lock = RunLock(out, spec.run_id)
+    if not lock.acquire():
+        reporter.print(f"{tag}{spec.label}  (run {spec.run_id}): running in another process, skipped")
+        return Outcome(spec.run_id, "elsewhere")
+    try:
+        if store.has(spec.run_id):  # recorded meanwhile: as a teacher or source model, or by another process
+            reporter.print(f"{tag}{spec.label}  (run {spec.run_id}): recorded meanwhile")
+            return Outcome(spec.run_id, "skipped")
+        reporter.print(f"{tag}{spec.label}  (run {spec.run_id})")
+        t0 = time.perf_counter()
+        try:
+            record = Run(spec, data_root, out, dev, reporter).execute()
+        except Exception as e:  # noqa: BLE001 - one run's failure must not cost the others
+            if fail_fast:
+                raise
+            info = failure_info(spec, e, time.perf_counter() - t0)
+            path = store.record_failure(spec.run_id, info)
+            reporter.print(f"  FAILED ({info['status']}): {info['message']}{info.get('hint', '')} -> {path}")
+            return Outcome(spec.run_id, "failed")
+        path = store.append(record)
+        recorded(store, spec.run_id)
+        best = record.best
+        reporter.print(
+            f"  best epoch {best['epoch']}: val top1 {best['val']['top1']:.1f}, test top1 "
+            f"{best['test']['top1']:.1f} top3 {best['test']['top3']:.1f}  "
+            f"({fmt_seconds(time.perf_counter() - t0)}) -> {path}"
+        )
+        return Outcome(spec.run_id, "done", list(record.sources.values()))
+    finally:
+        lock.release()
 
 
 def failure_info(spec: RunSpec, error: Exception, seconds: float) -> dict[str, Any]:
