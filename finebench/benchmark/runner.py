@@ -313,22 +313,7 @@ class Run:
             history, best, best_state, started = resumed
         todo = range(len(history), cfg.epochs) if method.trains and not budget.capped else range(0)
         for epoch in todo:
-            loop.begin_stage(stage_of_epoch(self.stages, epoch))
-            train.set_epoch(epoch)
-            loop.begin_epoch()
-            self.reporter.start_epoch(f"{spec.method} e{epoch + 1}/{cfg.epochs}", len(train))
-            data_before = train.data_seconds
-            for x, y in train:
-                loop.step(x, y)
-                self.reporter.step()
-                crash_point("step")  # fault injection: a kill in the middle of an epoch
-                if budget.over_time():
-                    break
-            if self.device.type == "cuda":  # the queued kernels are this epoch's training time
-                torch.cuda.synchronize(self.device)
-                budget.train_seconds += loop.watch.lap()
-            data_seconds = train.data_seconds - data_before
-            budget.data_seconds += data_seconds
+            data_seconds = self.train_epoch(loop, epoch)
             method.on_epoch_end(model, epoch, ctx)
             train_seconds = budget.train_seconds - sum(h["train_seconds"] for h in history)
             t_eval = time.perf_counter()
@@ -375,6 +360,28 @@ class Run:
             budget.eval_seconds += time.perf_counter() - t_eval
             best, best_state = {"epoch": 0, "val": val, "seconds_to_best": budget.elapsed()}, cpu_state(model)
         return self.finish(started, history, best, best_state)
+
+    def train_epoch(self, loop: StepLoop, epoch: int) -> float:
+        """Train 0-based `epoch` (its stage, its batches; stops early when the time budget is spent); returns the
+        seconds the loop spent waiting for data."""
+        train, budget = self.loaders["train"], self.ctx.budget
+        loop.begin_stage(stage_of_epoch(self.stages, epoch))
+        train.set_epoch(epoch)
+        loop.begin_epoch()
+        self.reporter.start_epoch(f"{self.spec.method} e{epoch + 1}/{self.spec.train.epochs}", len(train))
+        data_before = train.data_seconds
+        for x, y in train:
+            loop.step(x, y)
+            self.reporter.step()
+            crash_point("step")  # fault injection: a kill in the middle of an epoch
+            if budget.over_time():
+                break
+        if self.device.type == "cuda":  # the queued kernels are this epoch's training time
+            torch.cuda.synchronize(self.device)
+            budget.train_seconds += loop.watch.lap()
+        data_seconds = train.data_seconds - data_before
+        budget.data_seconds += data_seconds
+        return data_seconds
 
     def resume(self, checkpoints: Checkpoints, loop: StepLoop) -> tuple | None:
         """Continue from the run's last checkpoint, if it has one: the stages and optimisers of the finished

@@ -11,7 +11,7 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.section("ratios against the baseline measured in the same run (median)")
     for bench in session.benchmarks:
         for key, value in bench.extra_info.items():
-            if key.startswith("ratio"):
+            if key.startswith(("ratio", "runner_")):
                 terminalreporter.write_line(f"{bench.group}: {bench.name}: {key} {value:.3f}")
     for group, benches in groups.items():
         base = [b for b in benches if "baseline" in b.name]
