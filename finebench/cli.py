@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -106,6 +107,8 @@ def cmd_run(args) -> int:
         if args.launcher:
             from finebench.benchmark.launch import LaunchOptions, launch_suite, parse_timeout
 
+            if args.device != "auto":
+                raise SpecError("--device applies to runs in this process; a job uses its node's GPU (--gpus-per-job)")
             if args.devices or args.fail_fast:
                 raise SpecError(f"--launcher cannot be combined with {'--devices' if args.devices else '--fail-fast'}")
             timeout = parse_timeout(args.job_timeout)
@@ -302,6 +305,9 @@ def interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
+    # cuBLAS's reproducible workspace must be chosen before the process's first GPU matrix product
+    # (cudnn=deterministic relies on it; it costs a few MiB of GPU memory)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     p = parser()
     args, extra = p.parse_known_args(argv)
     if args.command == "run":  # key=value overrides may stand anywhere among the flags

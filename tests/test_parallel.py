@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -136,9 +137,9 @@ def test_status_tells_queued_running_failed_stopped_and_done_apart(tmp_path, ser
     lock = RunLock(tmp_path, running.run_id)
     assert lock.acquire()  # held by this (live) process
     time.sleep(0.01)
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")  # as failure accounts have it: whole seconds
     store.record_failure(failed.run_id, {"run_id": failed.run_id, "spec": failed.to_dict(), "status": "diverged",
-                                         "message": "loss not finite at epoch 2",
-                                         "when": "2999-01-01T00:00:00+00:00"})  # fmt: skip
+                                         "message": "loss not finite at epoch 2", "when": when})  # fmt: skip
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     entry = {"run_id": stopped.run_id, "label": stopped.label, "via": "bench run (device cpu)",
              "host": socket.gethostname(), "pid": int(dead.stdout), "time": time.time()}  # fmt: skip
@@ -166,6 +167,9 @@ def test_status_tells_queued_running_failed_stopped_and_done_apart(tmp_path, ser
         (["--launcher", "local", "--partition", "gpu"], "--partition applies to --launcher slurm only"),
         (["--device", "cpu", "--devices", "cpu,cpu"], "--device and --devices: give one"),
         (["--launcher", "local", "--array-parallelism", "0"], "--array-parallelism: must be >= 1, got 0"),
+        (["--launcher", "local", "--gpus-per-job", "2"], "--gpus-per-job 2: a run trains on one device"),
+        (["--launcher", "local", "--mem-gb", "8"], "--cpus-per-job and --mem-gb apply to --launcher slurm only"),
+        (["--launcher", "local", "--device", "cpu"], "--device applies to runs in this process"),
     ],
 )
 def test_bad_parallel_options_are_refused_before_any_training(tmp_path, capsys, args, message):
@@ -174,7 +178,32 @@ def test_bad_parallel_options_are_refused_before_any_training(tmp_path, capsys, 
     assert not (tmp_path / "runs").exists()
 
 
+def test_local_jobs_get_a_gpu_each_through_the_visible_devices(monkeypatch):
+    from finebench.benchmark import launch
+
+    monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(launch.torch.cuda, "device_count", lambda: 3)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert launch.local_gpus(1) == ["0", "1", "2"] and launch.local_gpus(0) == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert launch.local_gpus(1) == ["4", "6"]
+
+
 def test_slurm_launcher_needs_sbatch(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
     assert main(["run", *SUITE, "--out", str(tmp_path / "r"), "--launcher", "slurm"]) == 2
     assert "--launcher slurm: sbatch is not on this machine's PATH" in capsys.readouterr().err
+
+
+def test_status_asks_the_lock_itself_when_its_holder_is_on_another_machine(tmp_path):
+    spec = expand(build_suite({"methods": "cut-fc", "datasets": "synthetic:4x12", "backbones": "test_efficientnet"}))[0]
+    note_queued(tmp_path, [spec], "slurm", {spec.run_id: "9_0"})
+    lock = RunLock(tmp_path, spec.run_id)
+    assert lock.acquire()
+    remote = json.dumps({"host": "node17", "pid": 4321, "time": time.time()})
+    lock.path.write_text(remote)  # as a job on a compute node holds it
+    assert run_states(tmp_path)[0]["state"] == "running" and "node17 pid 4321" in run_states(tmp_path)[0]["detail"]
+    os.close(lock.fd)  # the node's job was killed by SIGKILL: the lock is gone, its file stays
+    lock.fd = None
+    assert lock.path.exists()
+    assert run_states(tmp_path)[0]["state"] == "queued"

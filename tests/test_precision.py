@@ -147,10 +147,35 @@ def test_fp16_run_resumes_with_its_grad_scaler_state(tmp_path, monkeypatch):
     last = Checkpoints(tmp_path / "b", s.run_id).last
     state = torch.load(last, weights_only=True)
     state["scaler"]["scale"] = 256.0
+    state["scaler"]["_growth_tracker"] = state["scaler"]["growth_interval"] - 1  # grows at the next clean step
     torch.save(state, last)
     run = make_run(s, tmp_path / "b")
     run.execute()
-    assert run.precision.scaler.get_scale() == 256.0
+    # restored before the first step: that step doubled it (restored after the steps it would be 256, not restored
+    # 65536)
+    assert run.precision.scaler.get_scale() == 512.0
+
+
+def test_unquoted_off_in_yaml_means_off(tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text("amp: off\nchannels_last: true\n")
+    from finebench.benchmark.spec import load_yaml
+
+    train = build_suite(load_yaml(path)).train
+    assert train.amp == "off" and train.channels_last is True
+
+
+@pytest.mark.parametrize("setting", ["amp=fp16", "compile=true"])
+def test_gradient_attention_transfer_refuses_fp16_and_compile(tmp_path, capsys, setting):
+    from finebench.cli import main
+
+    args = ["run", "--methods", "attention-transfer", "--dataset", "synthetic:4x12", "--backbone", "test_efficientnet",
+            "--weights", "random", "--epochs", "1", "--resolution", "40", "--out", str(tmp_path),
+            "method_config.attention-transfer.kind=gradient", setting]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "method_config.attention-transfer.kind=gradient cannot run with" in err and setting.split("=")[0] in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_compile_is_applied_and_recorded(tmp_path):

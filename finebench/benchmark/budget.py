@@ -119,7 +119,8 @@ class BudgetMeter:
             # end to end: data, forward, backward, optimiser and bookkeeping, over the training seconds
             "images_per_second": self.samples / self.train_seconds if self.train_seconds > 0 else None,
             "data_seconds": self.data_seconds,
-            # share of the training time the loop waited for data (an upper bound of the device's idle share)
+            # share of the training time the loop spent in the data iterator (waiting for the worker, issuing the
+            # copy and the augmentation); on a GPU, host time: it can only stall the device if the queue ran dry
             "data_stall_fraction": self.data_seconds / self.train_seconds if self.train_seconds > 0 else None,
             "flops_per_image": self.flops_per_image,
             "train_flops_estimate": train_flops,

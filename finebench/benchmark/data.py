@@ -87,6 +87,11 @@ class Batches:
         state["_worker"] = None  # a thread cannot be copied; a copy starts its own
         return state
 
+    def bind_thread(self) -> None:
+        """The worker thread pins memory for this loader's GPU, not for GPU 0 (CUDA's current device is per thread)."""
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
     def gather(self, rows: np.ndarray) -> torch.Tensor:
         """The uint8 pixels of dataset rows `rows`, in that order (read in sorted order: kinder to a memory-mapped
         cache), as a CPU tensor, pinned when the batch goes to a GPU."""
@@ -139,9 +144,9 @@ class Batches:
         t0 = time.perf_counter()
         for pos, pixels in zip(positions, self.host_batches(positions), strict=True):
             x = pixels.to(self.device, non_blocking=True)
-            if flips is not None:  # on the uint8 pixels: a quarter of the bytes of the float batch
+            if flips is not None:  # on the uint8 pixels; a select, not a boolean index (which waits for the device)
                 f = flips[pos].to(self.device, non_blocking=True)
-                x[f] = x[f].flip(-1)
+                x = torch.where(f.view(-1, 1, 1, 1), x.flip(-1), x)
             x = x.float().sub_(self.mean).div_(self.std)
             if boxes is not None:
                 x = resized_crops(x, boxes[pos].to(self.device, non_blocking=True))
@@ -160,7 +165,8 @@ class Batches:
             yield from (self.gather(r) for r in rows)
             return
         if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finebench-batches")
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finebench-batches",
+                                              initializer=self.bind_thread)  # fmt: skip
         ahead: deque = deque()
         todo = iter(rows)
         for r in todo:

@@ -41,6 +41,11 @@ class LaunchOptions:
     def check(self) -> None:
         if self.launcher not in LAUNCHERS:
             raise SpecError(f"--launcher {self.launcher!r} is not one of {', '.join(LAUNCHERS)}")
+        if self.gpus_per_job is not None and self.gpus_per_job > 1:
+            raise SpecError(f"--gpus-per-job {self.gpus_per_job}: a run trains on one device; use 1 (or 0 for CPU "
+                            "jobs), and --array-parallelism to run more runs at once")  # fmt: skip
+        if self.launcher == "local" and (self.cpus_per_job or self.mem_gb):
+            raise SpecError("--cpus-per-job and --mem-gb apply to --launcher slurm only")
         for name in ("gpus_per_job", "array_parallelism", "cpus_per_job"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "gpus_per_job" else 1):
@@ -124,15 +129,27 @@ def launch(todo: list[RunSpec], out: Path, data_root: str | None, opts: LaunchOp
         note_queued(out, todo, "local")
         running, waiting = [], list(todo)
     cap = opts.array_parallelism or 1
+    gpus = local_gpus(executor.parameters.get("gpus_per_node", 0)) if opts.launcher == "local" else []
+    if gpus:
+        cap = min(cap, len(gpus))  # one run per GPU at a time
+    free = list(gpus)
+    held: dict[str, str] = {}  # local job id -> the GPU it was given
     while running or waiting:
         while waiting and (opts.launcher == "slurm" or len(running) < cap):
             spec = waiting.pop(0)
+            if gpus:  # submitit's local executor would give every job GPU 0: give each a free one
+                gpu = free.pop(0)
+                executor.update_parameters(local_visible_gpus=[int(gpu)])
             job = executor.submit(RunJob(), spec, *(a[0] for a in args))
+            if gpus:
+                held[job.job_id] = gpu
             note_queued(out, [spec], "local", {spec.run_id: job.job_id})
             reporter.print(f"[job {job.job_id}] {spec.label}  (run {spec.run_id}) started")
             running.append((spec, job))
         for spec, job in [(s, j) for s, j in running if j.done()]:
             running.remove((spec, job))
+            if job.job_id in held:
+                free.append(held.pop(job.job_id))
             try:
                 outcome = Outcome(**job.result())
             except Exception as e:  # noqa: BLE001 - the job itself broke (killed, out of memory...); its run is failed
@@ -143,6 +160,21 @@ def launch(todo: list[RunSpec], out: Path, data_root: str | None, opts: LaunchOp
             yield outcome
         if running:
             time.sleep(0.5)
+
+
+def local_gpus(per_job: int) -> list[str]:
+    """The physical ids of this machine's GPUs a local job may be given (none for CPU jobs), through the
+    CUDA_VISIBLE_DEVICES this process runs under."""
+    import os
+
+    if not per_job or not torch.cuda.is_available():
+        return []
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    ids = visible or [str(i) for i in range(torch.cuda.device_count())]
+    if not all(i.isdigit() for i in ids):
+        raise SpecError(f"--launcher local: CUDA_VISIBLE_DEVICES={','.join(ids)} names GPUs by UUID; submitit's local "
+                        "executor takes GPU indices")  # fmt: skip
+    return ids
 
 
 def launch_suite(suite: SuiteSpec, out: Path, data_root: str | None, opts: LaunchOptions, reporter: Reporter):

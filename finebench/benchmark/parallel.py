@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
@@ -65,6 +67,7 @@ def worker_binding(device: torch.device, parent_visible: str | None) -> tuple[st
 
 def bind_worker(slots, workers: int, quiet: bool) -> None:
     """Pool initializer: take one device slot for this worker's lifetime."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     slot, device = slots.get()
     device = torch.device(device)
     visible, device = worker_binding(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -103,9 +106,32 @@ def run_parallel(
     reporter.print(f"{workers} worker(s): {', '.join(map(str, devices[:workers]))}")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=bind_worker, initargs=(slots, workers,
                                reporter.quiet))  # fmt: skip
+    futures = {pool.submit(worker_run, spec, out, data_root, fail_fast): spec for spec in todo}
     try:
-        futures = [pool.submit(worker_run, spec, out, data_root, fail_fast) for spec in todo]
         for future in as_completed(futures):
-            yield future.result()  # with fail_fast, a failed run's error is raised here
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # runs already started finish; the rest are not begun
+            try:
+                yield future.result()  # with fail_fast, a failed run's error is raised here
+            except BrokenProcessPool:  # a worker was killed (by the system's out-of-memory killer, say)
+                yield died(futures[future], out, reporter)
+    except BaseException:  # --fail-fast, Ctrl-C, SIGTERM: stop the workers now; their runs resume from checkpoints
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def died(spec: RunSpec, out: Path, reporter: Reporter):
+    """The account of a run whose worker process died under it (or that was waiting when the pool broke)."""
+    from finebench.benchmark.suite import Outcome
+    from finebench.results.store import ResultStore
+
+    store = ResultStore(out)
+    if store.has(spec.run_id):
+        return Outcome(spec.run_id, "done")
+    info = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "error",
+            "message": "the worker pool broke: a worker process died (killed by the system, out of host memory?) "
+                       "before this run finished; `bench run` again resumes it from its last checkpoint"}  # fmt: skip
+    path = store.record_failure(spec.run_id, info)
+    reporter.print(f"{spec.label}  (run {spec.run_id}): FAILED, worker process died -> {path}")
+    return Outcome(spec.run_id, "failed")

@@ -46,6 +46,9 @@ class Diverged(RuntimeError):
         super().__init__(f"loss not finite at epoch {epoch}: {losses}")
         self.epoch, self.losses, self.last_good = epoch, losses, last_good
 
+    def __reduce__(self):  # crosses process boundaries (a --devices worker's error)
+        return Diverged, (self.epoch, self.losses, self.last_good)
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -321,6 +321,8 @@ def build_suite(*layers: Mapping[str, Any]) -> SuiteSpec:
         raise SpecError(f"unknown key {unknown[0]!r}; valid keys: {valid}")
     if "time_budget" in raw:
         raw["time_budget"] = parse_duration(raw["time_budget"])
+    if raw.get("amp") is False:  # YAML reads an unquoted `off` as false
+        raw["amp"] = "off"
     train = validate_train(build_config(TrainConfig, {k: v for k, v in raw.items() if k in TRAIN_KEYS}, ""))
     hints = typing.get_type_hints(SuiteSpec)
     lists = {k: coerce(k, raw[k], hints[k]) for k in ("methods", "datasets", "backbones", "seeds") if k in raw}

@@ -254,6 +254,11 @@ class Distillation(Method):
             raise ValueError(f"method_config.{self.name}.{e}") from e
 
     def preflight(self, spec, structure) -> None:
+        if self.gradient_kind() and (spec.train.amp == "fp16" or spec.train.compile):
+            setting = "amp=fp16 (its input gradients, unscaled, would underflow)" if spec.train.amp == "fp16" else (
+                "compile=true (torch.compile has no double backward)")  # fmt: skip
+            raise ValueError(f"method_config.{self.name}.kind=gradient cannot run with {setting}; use amp=bf16 or "
+                             "off, compile=false, or kind=activation")  # fmt: skip
         student = stage_map(structure(spec.backbone))
         n = self.config.freeze_stages
         if n >= len(student.stages):

@@ -9,6 +9,7 @@ has ended without beginning it. A job a scheduler dropped before it began stays 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -40,9 +41,23 @@ def holder(out: Path, run_id: str) -> dict | None:
         owner = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if owner.get("host") == socket.gethostname() and not alive(int(owner.get("pid", -1))):
-        return None  # its holder died (the kernel dropped the lock); the file is what it left
-    return owner
+    if owner.get("host") == socket.gethostname():
+        return owner if alive(int(owner.get("pid", -1))) else None  # a dead holder's file: the kernel dropped its lock
+    # held on another machine (a compute node): ask the lock itself, as a job killed by SIGKILL leaves its file. The
+    # probe holds a shared lock for an instant; a `bench run` trying the run in that instant skips it as running.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return owner
+    except OSError:
+        return owner  # the file system cannot tell: trust the file
+    finally:
+        os.close(fd)
+    return None
 
 
 def when(seconds: float | None) -> str:
@@ -86,7 +101,8 @@ def run_states(out: Path) -> list[dict[str, Any]]:
                 "running",
                 f"{job}{owner.get('host')} pid {owner.get('pid')} since {when(owner.get('time'))}",
             )
-        elif failure and failed_at(failure) >= entry.get("time", 0):  # failed since it was last handed over
+        elif failure and failed_at(failure) >= entry.get("time", 0) - 1:  # failed since its hand-over (`when` is in
+            # whole seconds)
             state, detail = "failed", f"{failure.get('status')}: {failure.get('message', '')[:120]}"
         elif entry:
             ended = not entry.get("job") and entry.get("host") == here and not alive(int(entry.get("pid", -1)))
