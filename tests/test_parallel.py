@@ -178,7 +178,7 @@ def test_bad_parallel_options_are_refused_before_any_training(tmp_path, capsys, 
     assert not (tmp_path / "runs").exists()
 
 
-def test_local_jobs_get_a_gpu_each_through_the_visible_devices(monkeypatch):
+def test_local_jobs_get_a_gpu_each_through_the_visible_devices(monkeypatch, tmp_path):
     from finebench.benchmark import launch
 
     monkeypatch.setattr(launch.torch.cuda, "is_available", lambda: True)
@@ -187,12 +187,28 @@ def test_local_jobs_get_a_gpu_each_through_the_visible_devices(monkeypatch):
     assert launch.local_gpus(1) == ["0", "1", "2"] and launch.local_gpus(0) == []
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     assert launch.local_gpus(1) == ["4", "6"]
+    # and the local executor takes the GPU it is given for its next job
+    executor = launch.executor_for(tmp_path, launch.LaunchOptions("local", gpus_per_job=1), 2)
+    launch.give_gpu(executor, "6")
+    assert executor._executor.parameters["visible_gpus"] == [6]
+    assert executor._executor.parameters["gpus_per_node"] == 1
 
 
 def test_slurm_launcher_needs_sbatch(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
     assert main(["run", *SUITE, "--out", str(tmp_path / "r"), "--launcher", "slurm"]) == 2
     assert "--launcher slurm: sbatch is not on this machine's PATH" in capsys.readouterr().err
+
+
+def test_a_run_whose_worker_died_shows_as_failed(tmp_path):
+    from finebench.benchmark.parallel import died
+    from finebench.benchmark.progress import Reporter
+
+    spec = expand(build_suite({"methods": "cut-fc", "datasets": "synthetic:4x12", "backbones": "test_efficientnet"}))[0]
+    note_queued(tmp_path, [spec], "bench run (devices cpu, cpu)")
+    assert died(spec, tmp_path, Reporter(quiet=True)).status == "failed"
+    (state,) = run_states(tmp_path)
+    assert state["state"] == "failed" and "worker pool broke" in state["detail"]
 
 
 def test_status_asks_the_lock_itself_when_its_holder_is_on_another_machine(tmp_path):

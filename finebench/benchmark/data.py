@@ -69,6 +69,8 @@ class Batches:
     ) -> None:
         self.images, self.indices = images, np.asarray(indices, dtype=np.int64)
         self.labels = torch.as_tensor(np.asarray(labels)[self.indices], dtype=torch.long)
+        if device.type == "cuda" and device.index is None:  # "cuda": the current GPU, named (the thread binds it)
+            device = torch.device("cuda", torch.cuda.current_device())
         self.batch_size, self.device = batch_size, device
         self.shuffle, self.flip, self.seed, self.balanced, self.crop = shuffle, flip, seed, balanced, crop
         counts = torch.bincount(self.labels)

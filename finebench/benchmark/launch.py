@@ -139,7 +139,7 @@ def launch(todo: list[RunSpec], out: Path, data_root: str | None, opts: LaunchOp
             spec = waiting.pop(0)
             if gpus:  # submitit's local executor would give every job GPU 0: give each a free one
                 gpu = free.pop(0)
-                executor.update_parameters(local_visible_gpus=[int(gpu)])
+                give_gpu(executor, gpu)
             job = executor.submit(RunJob(), spec, *(a[0] for a in args))
             if gpus:
                 held[job.job_id] = gpu
@@ -160,6 +160,12 @@ def launch(todo: list[RunSpec], out: Path, data_root: str | None, opts: LaunchOp
             yield outcome
         if running:
             time.sleep(0.5)
+
+
+def give_gpu(executor, gpu: str) -> None:
+    """The local executor's next job sees physical GPU `gpu` only (AutoExecutor does not pass `visible_gpus` on, so
+    it is set on the local executor itself)."""
+    executor._executor.update_parameters(visible_gpus=[int(gpu)])
 
 
 def local_gpus(per_job: int) -> list[str]:

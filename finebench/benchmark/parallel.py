@@ -17,6 +17,7 @@ import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -130,6 +131,7 @@ def died(spec: RunSpec, out: Path, reporter: Reporter):
     if store.has(spec.run_id):
         return Outcome(spec.run_id, "done")
     info = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "error",
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "message": "the worker pool broke: a worker process died (killed by the system, out of host memory?) "
                        "before this run finished; `bench run` again resumes it from its last checkpoint"}  # fmt: skip
     path = store.record_failure(spec.run_id, info)
