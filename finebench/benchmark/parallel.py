@@ -17,7 +17,6 @@ import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -124,16 +123,16 @@ def run_parallel(
 
 def died(spec: RunSpec, out: Path, reporter: Reporter):
     """The account of a run whose worker process died under it (or that was waiting when the pool broke)."""
-    from finebench.benchmark.suite import Outcome
+    from finebench.benchmark.suite import Outcome, failure_info
     from finebench.results.store import ResultStore
 
     store = ResultStore(out)
     if store.has(spec.run_id):
         return Outcome(spec.run_id, "done")
-    info = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "error",
-            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "message": "the worker pool broke: a worker process died (killed by the system, out of host memory?) "
-                       "before this run finished; `bench run` again resumes it from its last checkpoint"}  # fmt: skip
-    path = store.record_failure(spec.run_id, info)
+    error = RuntimeError(
+        "the worker pool broke: a worker process died (killed by the system, out of host memory?) "
+        "before this run finished; `bench run` again resumes it from its last checkpoint"
+    )
+    path = store.record_failure(spec.run_id, failure_info(spec, error, 0.0))
     reporter.print(f"{spec.label}  (run {spec.run_id}): FAILED, worker process died -> {path}")
     return Outcome(spec.run_id, "failed")

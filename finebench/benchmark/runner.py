@@ -320,7 +320,7 @@ class Run:
             method.on_epoch_end(model, epoch, ctx)
             train_seconds = budget.train_seconds - sum(h["train_seconds"] for h in history)
             t_eval = time.perf_counter()
-            val = evaluate(method, model, self.loaders["val"], ctx.num_classes, precision=self.precision)
+            val = self.evaluate(model, self.loaders["val"])
             budget.eval_seconds += time.perf_counter() - t_eval
             losses, seen, stage = loop.epoch_losses(), loop.seen, loop.stage
             if not all(np.isfinite(v) for v in [*losses.values(), val["loss"]]):
@@ -359,10 +359,15 @@ class Run:
                 break
         if not method.trains:  # nothing to train: the prepared model is evaluated as it is
             t_eval = time.perf_counter()
-            val = evaluate(method, model, self.loaders["val"], ctx.num_classes, precision=self.precision)
+            val = self.evaluate(model, self.loaders["val"])
             budget.eval_seconds += time.perf_counter() - t_eval
             best, best_state = {"epoch": 0, "val": val, "seconds_to_best": budget.elapsed()}, cpu_state(model)
         return self.finish(started, history, best, best_state)
+
+    def evaluate(self, model: torch.nn.Module, loader: Batches, predictions: bool = False) -> dict[str, Any]:
+        """The method's metrics of `model` on `loader`, under the run's arithmetic."""
+        return evaluate(self.method, model, loader, self.ctx.num_classes, keep_predictions=predictions,
+                        precision=self.precision)  # fmt: skip
 
     def train_epoch(self, loop: StepLoop, epoch: int) -> float:
         """Train 0-based `epoch` (its stage, its batches; stops early when the time budget is spent); returns the
@@ -432,16 +437,15 @@ class Run:
         ctx, model, method = self.ctx, self.model, self.method
         t_eval = time.perf_counter()
         last = {"epoch": history[-1]["epoch"], "val": history[-1]["val"]} if history else dict(best)
-        last["test"] = evaluate(method, model, self.test_loader, ctx.num_classes, precision=self.precision)
+        last["test"] = self.evaluate(model, self.test_loader)
         model.load_state_dict(best_state)
         params = self.param_counts()
         if method.keep_model:
             self.artifacts["model"] = self.save_model(best_state)
         if type(method).finalize is not Method.finalize:
             model = method.finalize(model, ctx)
-            best["val_finalized"] = evaluate(method, model, self.loaders["val"], ctx.num_classes,
-                                             precision=self.precision)  # fmt: skip
-        best["test"] = evaluate(method, model, self.test_loader, ctx.num_classes, precision=self.precision)
+            best["val_finalized"] = self.evaluate(model, self.loaders["val"])
+        best["test"] = self.evaluate(model, self.test_loader)
         self.model = model
         params["deployed"] = sum(p.numel() for p in model.parameters())  # after finalize (folding, pruning)
         ctx.budget.eval_seconds += time.perf_counter() - t_eval
@@ -449,7 +453,7 @@ class Run:
 
         def post_selection_eval(m: torch.nn.Module, split: str, predictions: bool = False) -> dict[str, Any]:
             loader = {"val": self.loaders["val"], "test": test_loader}[split]
-            return evaluate(method, m, loader, ctx.num_classes, keep_predictions=predictions, precision=self.precision)
+            return self.evaluate(m, loader, predictions)
 
         def sample(split: str, n: int):
             return {"val": self.loaders["val"], "test": test_loader}[split].sample(n)

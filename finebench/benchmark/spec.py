@@ -77,6 +77,11 @@ LATER_FIELDS: dict[str, Any] = {
 }
 
 
+def spec_label(spec: Mapping[str, Any]) -> str:
+    """'method | dataset | backbone | seed N' of a run spec (or a recorded one, as a dict)."""
+    return f"{spec.get('method')} | {spec.get('dataset')} | {spec.get('backbone')} | seed {spec.get('seed')}"
+
+
 def identity_train(train: Mapping[str, Any]) -> dict[str, Any]:
     """A (recorded) train config without the later fields that hold their default: what identifies a budget, the
     same for a record written before those fields existed and one written after."""
@@ -117,7 +122,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.method} | {self.dataset} | {self.backbone} | seed {self.seed}"
+        return spec_label(vars(self))
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -10,7 +10,6 @@ has ended without beginning it. A job a scheduler dropped before it began stays 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import socket
 from collections import Counter
@@ -18,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from finebench.benchmark.spec import spec_label
+from finebench.results.lock import RunLock
 from finebench.results.queue import queued
 from finebench.results.store import ResultStore
 
@@ -36,10 +37,9 @@ def alive(pid: int) -> bool:
 
 def holder(out: Path, run_id: str) -> dict | None:
     """Who holds the run's lock, from its lock file; None when nobody does (no file, or a dead process here)."""
-    path = Path(out) / "locks" / f"{run_id}.lock"
-    try:
-        owner = json.loads(path.read_text())
-    except (OSError, ValueError):
+    lock = RunLock(out, run_id)
+    path, owner = lock.path, lock.owner()
+    if owner is None:
         return None
     if owner.get("host") == socket.gethostname():
         return owner if alive(int(owner.get("pid", -1))) else None  # a dead holder's file: the kernel dropped its lock
@@ -86,15 +86,14 @@ def run_states(out: Path) -> list[dict[str, Any]]:
         label = entry.get("label", "")
         if run_id in records:
             r = records[run_id]
-            label = f"{r.spec['method']} | {r.spec['dataset']} | {r.spec['backbone']} | seed {r.spec['seed']}"
+            label = spec_label(r.spec)
             rows.append({"run_id": run_id, "state": "done", "label": label,
                          "detail": f"test top-1 {r.best['test']['top1']:.1f} at epoch {r.best['epoch']}"})  # fmt: skip
             continue
         owner = holder(out, run_id)
         failure = failures.get(run_id)
         if failure and not label:
-            s = failure.get("spec", {})
-            label = f"{s.get('method')} | {s.get('dataset')} | {s.get('backbone')} | seed {s.get('seed')}"
+            label = spec_label(failure.get("spec", {}))
         job = f"job {entry['job']}, " if entry.get("job") else ""
         if owner is not None:
             state, detail = (
