@@ -69,10 +69,13 @@ def test_penalties_and_gradients_by_hand():
     # l1: mean |a| over all 5 weights
     v, g1, g2 = value_and_grads("l1")
     assert v == pytest.approx(6.8 / 5) and g1 == pytest.approx([0.2, 0.2]) and g2 == pytest.approx([0.2, 0.2, -0.2])
-    # l2: sum over layers of the L2 norm
-    v, g1, _ = value_and_grads("l2")
-    assert v == pytest.approx(2.5**0.5 + 10.64**0.5)
-    assert g1 == pytest.approx([0.5 / 2.5**0.5, 1.5 / 2.5**0.5])
+    # l2 (eq. 2 in eq. 4): one L2 norm per filter, summed; with one scalar per filter it is sum |a_j|
+    v, g1, g2 = value_and_grads("l2")
+    assert v == pytest.approx(0.5 + 1.5 + 0.8 + 3.0 + 1.0)
+    assert g1 == pytest.approx([1.0, 1.0]) and g2 == pytest.approx([1.0, 1.0, -1.0])
+    # l1sum (eq. 3): the un-normalised sum of |a|
+    v, g1, g2 = value_and_grads("l1sum")
+    assert v == pytest.approx(6.8) and g1 == pytest.approx([1.0, 1.0]) and g2 == pytest.approx([1.0, 1.0, -1.0])
     # diverge: -sum_l mean(min((a-1)^2, 1)); a2's 3.0 and -1.0 are past the bound -> no gradient there
     v, g1, g2 = value_and_grads("diverge", bound=1.0)
     assert v == pytest.approx(-(0.25 + (0.04 + 1 + 1) / 3))
@@ -83,6 +86,25 @@ def test_penalties_and_gradients_by_hand():
     assert g1 == pytest.approx([0.2, -0.2]) and g2 == pytest.approx([0.32, 0.4, -0.4])
     with pytest.raises(ValueError, match="penalty 'l3' is not one of"):
         attention_penalty([a1], "l3")
+
+
+def test_l2_is_a_group_norm_per_filter_over_its_input_channels():
+    """Paper eq. 2: sum over filters j of ||a_j||_2, a_j the (in/groups) attention scalars of filter j; not one norm
+    per layer (which would be sqrt(25 + 1) + 2 here)."""
+    a = torch.tensor([[3.0, 4.0], [0.6, 0.8]]).view(2, 2, 1, 1).requires_grad_(True)  # filter norms 5 and 1
+    b = torch.tensor([[-2.0]]).view(1, 1, 1, 1).requires_grad_(True)  # shape out: |a_j|
+    p = attention_penalty([a, b], "l2")
+    p.backward()
+    assert p.item() == pytest.approx(5.0 + 1.0 + 2.0)
+    assert a.grad.flatten().tolist() == pytest.approx([0.6, 0.8, 0.6, 0.8]) and b.grad.item() == pytest.approx(-1.0)
+
+
+def test_the_default_is_the_papers_penalty_and_no_penalty_is_the_named_ablation():
+    cfg = FilterAttentionConfig()
+    assert (cfg.penalty, cfg.lam) == ("diverge", 1.0)
+    assert FilterAttention(cfg).variant_note() is None
+    assert "ablation" in FilterAttention(FilterAttentionConfig(penalty="none", lam=0.0)).variant_note()
+    assert "ablation" in FilterAttention(FilterAttentionConfig(lam=0.0)).variant_note()
 
 
 def test_diverge_bound_keeps_the_penalty_bounded():
@@ -176,6 +198,11 @@ def test_filter_attention_through_the_runner(tmp_path):
     nwp, lwp = rec.extras["attention_pruning"]
     assert (nwp["mode"], lwp["mode"]) == ("nwp", "lwp") and nwp["ratio"] == lwp["ratio"] == 0.5
     assert nwp["filters"] > 0 and lwp["filters"] > 0 and set(nwp) >= {"val", "test"}
+    for entry in (nwp, lwp):  # each result beside its controls, with as many filters
+        controls = entry["controls"]
+        assert controls["magnitude"]["filters"] == entry["filters"] and len(controls["random"]) == 3
+        assert all(r["filters"] == entry["filters"] and "top1" in r["test"] for r in controls["random"])
+    assert "variant" not in rec.extras  # l1 with lam > 0 is not the ablation
 
 
 def test_schedule_with_b_on_a_model_without_norms_is_a_clear_error():

@@ -13,12 +13,24 @@ at equal epochs. The authors' code uses a fresh Adam (lr 1e-3, constant, no weig
 the defaults; `fresh_optimizer=False` keeps one optimiser for the schedule, `constant_lr=False` applies the suite's
 cosine schedule, `optimizer="suite"` uses the suite's optimiser and learning rate.
 
-Penalties (lambda * term, logged as `attention_penalty`; a = all attention tensors, layer by layer):
-  l1      mean |a| over all attention weights (the un-normalised sum collapses training)
-  l2      sum over layers of ||a_l||_2 (the paper's eq. 2)
-  diverge -sum over layers of mean(min((a_l - 1)^2, bound)); the authors' code leaves it unbounded below, which
-          rewards driving attention to infinity; here each weight's reward stops at |a - 1| = sqrt(bound)
+Penalties (lambda * term, logged as `attention_penalty`; a = all attention tensors, a_j the attention of filter j):
+  diverge -sum over layers of mean(min((a_l - 1)^2, bound)): the authors' code's "l2", the penalty behind the
+          paper's headline rows (every result of its Tables 1-4 uses a penalty, §2.4; the authors' retraining script
+          asserts one, with lambda = 1). Their code leaves it unbounded below, which rewards driving attention to
+          infinity; here each weight's reward stops at |a - 1| = sqrt(bound). THE DEFAULT, with lambda = 1.
+  l2      sum over filters j of ||a_j||_2: the paper's eq. 2 inside eq. 4, a group norm per filter (for shape `out`,
+          one scalar per filter, it is sum |a_j|)
+  l1sum   sum of |a| over all attention weights: the un-normalised L1 of the paper's eq. 3
+  l1      mean |a| over all attention weights: the authors' code's "l1" (eq. 3 divided by the number of weights;
+          the un-normalised sum collapses training at the code's lambda)
   bimodal sum over layers of sum(min((a_l - 2)^2, a_l^2)) / (number of attention weights)
+  none    no penalty: the paper's ablation (§2.4), labelled so in the tables
+
+After training, attention ranks filters (the mean attention over a filter's input channels): the lowest-ranked are
+pruned network-wise and per layer, with the same prunability rules as semantic pruning (only filters whose removal is
+exact), ties broken by the filter's weight magnitude, then by its position in the network, and each result shown
+beside the same number of filters pruned at random (`control_draws` draws) and by weight magnitude (the L1 norm of
+the deployed filter): without those, "attention ranks filters" cannot be judged.
 """
 
 from __future__ import annotations
@@ -33,14 +45,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
 from finebench.methods.base import Context, Method, Stage
-from finebench.methods.pruning import Pruner, lowest_fraction
+from finebench.methods.pruning import Pruner
+from finebench.methods.ranking import Controls, count, filter_magnitude, key, lowest_fraction
 from finebench.methods.registry import register_method
 
 SHAPES = ("full", "out")
 LETTERS = {"F": "head", "A": "attention", "B": "normalisation affine", "E": "everything except attention"}
 # B trains these layers' affine parameters (BatchNorm for the seed papers' CNNs; GroupNorm/LayerNorm elsewhere)
 NORMS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm)
-PENALTIES = ("none", "l1", "l2", "diverge", "bimodal")
+PENALTIES = ("none", "l1", "l1sum", "l2", "diverge", "bimodal")
 
 
 class FilterScale(nn.Module):
@@ -125,8 +138,10 @@ def attention_penalty(attentions: list[Tensor], kind: str, bound: float = 1.0) -
     """The penalty term (before lambda) over a list of attention tensors; see the module docstring."""
     if kind == "l1":
         return torch.cat([a.abs().flatten() for a in attentions]).mean()
-    if kind == "l2":
-        return sum(a.norm(p=2) for a in attentions)
+    if kind == "l1sum":
+        return sum(a.abs().sum() for a in attentions)
+    if kind == "l2":  # one L2 norm per filter (the row of its input-channel scalars), summed over filters
+        return sum(a.flatten(1).norm(p=2, dim=1).sum() for a in attentions)
     if kind == "diverge":
         return -sum(((a - 1) ** 2).clamp(max=bound).mean() for a in attentions)
     if kind == "bimodal":
@@ -181,8 +196,8 @@ def attention_stats(model: nn.Module, bins: int = 40) -> dict[str, Any]:
 class FilterAttentionConfig:
     schedule: str = "paper"  # letters F/A/B/E, one per epoch, or "paper" (FF + AAAB..., fitted to the budget)
     shape: str = "full"  # full: (out, in/groups) scalars per conv; out: one per filter
-    penalty: str = "none"  # none | l1 | l2 | diverge | bimodal
-    lam: float = 0.0  # penalty weight lambda
+    penalty: str = "diverge"  # diverge (the authors' "l2") | l2 (eq. 2) | l1sum (eq. 3) | l1 | bimodal | none
+    lam: float = 1.0  # penalty weight lambda (the authors' retraining script: 1)
     diverge_bound: float = 1.0  # the diverge reward stops once (a - 1)^2 reaches this
     optimizer: str = "adam"  # adam (the authors' code) | sgd | adamw | suite
     lr: float = 1e-3  # base learning rate of every letter (the suite's cosine schedule applies on top)
@@ -191,6 +206,7 @@ class FilterAttentionConfig:
     constant_lr: bool = True  # each letter at `lr` (the authors' code); False: the suite's cosine on top
     # attention-guided pruning evaluated after training, network-wise and layer-wise (no retraining: small ratios)
     prune_ratios: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
+    control_draws: int = 3  # random-choice controls per pruning result (plus one by weight magnitude)
 
 
 @register_method
@@ -210,6 +226,8 @@ class FilterAttention(Method):
             raise ValueError(f"filter-attention optimizer {config.optimizer!r} is not one of adam, sgd, adamw, suite")
         if config.shape not in SHAPES:
             raise ValueError(f"filter-attention shape {config.shape!r} is not one of {', '.join(SHAPES)}")
+        if config.control_draws < 0:
+            raise ValueError(f"filter-attention control_draws must be >= 0, got {config.control_draws}")
         if any(not 0 < r < 1 for r in config.prune_ratios):
             raise ValueError(f"filter-attention prune_ratios must lie in (0, 1), got {config.prune_ratios}")
         if config.schedule != "paper":
@@ -276,19 +294,44 @@ class FilterAttention(Method):
         self.attentions = {k: v.detach().clone() for k, v in attention_layers(model).items()}
         return fold_attention(model)
 
+    def variant_note(self) -> str | None:
+        if self.config.penalty == "none" or self.config.lam == 0:
+            return "the paper's ablation: attention without a penalty"
+        return None
+
     def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
-        """Attention statistics and rankings; attention-guided pruning (the lowest-ranked filters network-wise (nwp)
-        or of each layer (lwp), removed for real, no retraining) evaluated on val and test after selection."""
-        pruning = []
-        if ctx.evaluate is not None and self.config.prune_ratios:
-            res = ctx.spec.train.resolution
-            device = next(model.parameters()).device
-            pruner = Pruner(model, torch.zeros(1, 3, res, res, device=device))
-            scores = {name: filter_scores(a) for name, a in self.attentions.items()}
-            for mode in ("nwp", "lwp"):
-                for ratio in self.config.prune_ratios:
-                    pruned = copy.deepcopy(model)
-                    count = pruner.mask(pruned, lowest_fraction(scores, ratio, per_layer=mode == "lwp"))
-                    val, test = ctx.evaluate(pruned, "val"), ctx.evaluate(pruned, "test")
-                    pruning.append({"mode": mode, "ratio": ratio, "filters": count, "val": val, "test": test})
-        return {"attention": self.stats, "attention_pruning": pruning}
+        """Attention statistics and rankings; attention-guided pruning (the lowest-ranked prunable filters,
+        network-wise (nwp) or of each layer (lwp), masked, no retraining) evaluated on val and test after selection,
+        each beside its controls (random and weight-magnitude choices of as many filters)."""
+        out: dict[str, Any] = {"attention": self.stats, "attention_pruning": []}
+        if note := self.variant_note():
+            out["variant"] = note
+        if ctx.evaluate is None or not self.config.prune_ratios:
+            return out
+        res = ctx.spec.train.resolution
+        pruner = Pruner(model, torch.zeros(1, 3, res, res, device=next(model.parameters()).device))
+        prunable = pruner.prunable()
+        scores = {name: filter_scores(a) for name, a in self.attentions.items() if name in prunable}
+        magnitude = filter_magnitude(model, list(scores))
+        controls = Controls.build(model, list(scores), self.config.control_draws, ctx.spec.seed)
+        memo: dict[tuple, dict[str, Any]] = {}
+
+        def evaluate(chosen: dict[str, list[int]]) -> dict[str, Any]:
+            if key(chosen) not in memo:
+                pruned = copy.deepcopy(model)
+                pruner.mask(pruned, chosen)
+                memo[key(chosen)] = {"filters": count(chosen), "val": ctx.evaluate(pruned, "val"),
+                                     "test": ctx.evaluate(pruned, "test")}  # fmt: skip
+            return memo[key(chosen)]
+
+        for mode in ("nwp", "lwp"):
+            for ratio in self.config.prune_ratios:
+                chosen = lowest_fraction(scores, ratio, per_layer=mode == "lwp", tiebreak=magnitude)
+                picks = controls.choose(chosen, per_layer=mode == "lwp")
+                out["attention_pruning"].append({
+                    "mode": mode, "ratio": ratio, **evaluate(chosen),
+                    "controls": {"magnitude": evaluate(picks["magnitude"]),
+                                 "random": [evaluate(r) for r in picks["random"]]},
+                })  # fmt: skip
+        out["excluded_layers"] = sorted(set(self.attentions) - prunable)
+        return out

@@ -1,4 +1,4 @@
-"""Filter ranking and pruning shared by the filter-attention and semantic-pruning methods.
+"""Filter pruning shared by the filter-attention and semantic-pruning methods (the rankings: `ranking.py`).
 
 Zeroing a conv filter's weights is not pruning when an eval-mode BatchNorm follows: BN turns the zero into the
 constant beta - gamma * mean / sqrt(var + eps). So a pruned channel here gets its conv weights (and bias) AND the
@@ -67,27 +67,6 @@ def zero_channels(module: nn.Module, idx: Tensor) -> None:
             module.bias[idx] = 0
         if module.running_mean is not None:
             module.running_mean[idx] = 0
-
-
-def ranked_filters(scores: dict[str, Tensor]) -> list[tuple[float, str, int]]:
-    """(score, layer, filter) for every filter, lowest first (a global, network-wise ranking)."""
-    entries = [(float(s), name, i) for name, layer in scores.items() for i, s in enumerate(layer.flatten())]
-    entries.sort(key=lambda e: (e[0], e[1], e[2]))
-    return entries
-
-
-def lowest_fraction(scores: dict[str, Tensor], ratio: float, per_layer: bool = False) -> dict[str, list[int]]:
-    """The `ratio` lowest-scoring filters: network-wise (one global ranking) or layer-wise (ratio of each layer)."""
-    chosen: dict[str, list[int]] = {name: [] for name in scores}
-    if per_layer:
-        for name, layer in scores.items():
-            count = int(round(ratio * layer.numel()))
-            chosen[name] = sorted(layer.flatten().argsort()[:count].tolist())
-        return chosen
-    entries = ranked_filters(scores)
-    for _, name, i in entries[: int(round(ratio * len(entries)))]:
-        chosen[name].append(i)
-    return {k: sorted(v) for k, v in chosen.items()}
 
 
 def prune_channels(model: nn.Module, pruned: dict[str, Iterable[int]], pairs: dict[str, str | None]) -> int:
@@ -218,22 +197,29 @@ def mask_channels(model: nn.Module, pruned: dict[str, Iterable[int]], chains: di
     return total
 
 
-def _slice_param(module: nn.Module, name: str, keep: Tensor, dim: int = 0) -> None:
-    value = getattr(module, name)
-    if value is None:
-        return
-    new = value.detach().index_select(dim, keep).clone()
-    if isinstance(value, nn.Parameter):
-        setattr(module, name, nn.Parameter(new, requires_grad=value.requires_grad))
-    else:
-        module.register_buffer(name, new)
+def _exclusive(group, root: str, chain: Chain, names: dict[int, str]) -> bool:
+    """True when a Torch-Pruning group touches only `root`'s own chain: its rows, the chain's BatchNorms and
+    depthwise convs, and the consumer's input columns. A group that reaches any other layer (channels coupled
+    through a residual add or a concatenation) would prune more than the chosen filters."""
+    allowed = {root, *chain.through, chain.consumer}
+    for dep, _ in group:
+        module = dep.target.module
+        if isinstance(module, nn.Module) and id(module) in names and names[id(module)] not in allowed:
+            return False
+    return True
 
 
-def remove_channels(model: nn.Module, pruned: dict[str, Iterable[int]], chains: dict[str, Chain]) -> dict[str, int]:
-    """Physically remove pruned channels where a chain ends in an exclusive groups=1 conv (a really smaller
-    network: the conv's rows, the chain's BatchNorms and depthwise convs, the consumer's input columns); mask the
-    rest. Channels pruned in a depthwise conv of a chain are removed with the root's. In place; returns counts."""
+def remove_channels(
+    model: nn.Module, pruned: dict[str, Iterable[int]], chains: dict[str, Chain], example: Tensor
+) -> dict[str, int]:
+    """Physically remove pruned channels where they end in a conv or linear layer that alone reads them (a really
+    smaller network), through Torch-Pruning's dependency graph; mask the rest (channels coupled with other layers
+    through an add, and a layer whose every filter was chosen: a layer cannot vanish). Channels chosen in a
+    depthwise conv of a chain are removed with the root's. In place; returns counts of removed and masked filters."""
+    import torch_pruning as tp
+
     modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
     per_root: dict[str, set[int]] = {}
     masked: dict[str, list[int]] = {}
     for conv_name, channels in pruned.items():
@@ -243,34 +229,90 @@ def remove_channels(model: nn.Module, pruned: dict[str, Iterable[int]], chains: 
             per_root.setdefault(root, set()).update(channels)
         elif channels:
             masked[conv_name] = list(channels)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example) if per_root else None
     removed = 0
     for root, channels in per_root.items():
         conv = modules[root]
-        keep = torch.as_tensor([c for c in range(conv.out_channels) if c not in channels], dtype=torch.long)
-        if keep.numel() == 0:  # a layer cannot vanish: mask it instead
+        if not channels:
+            continue
+        group = None
+        if len(channels) < conv.out_channels:
+            group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=sorted(channels))
+        if group is None or not _exclusive(group, root, chains[root], names):
             masked[root] = sorted(channels)
             continue
-        for name in (root, *chains[root].through):
-            m = modules[name]
-            if isinstance(m, nn.Conv2d):
-                _slice_param(m, "weight", keep)
-                _slice_param(m, "bias", keep)
-                m.out_channels = keep.numel()
-                if name != root:  # depthwise: one input per output
-                    m.in_channels = m.groups = keep.numel()
-            elif isinstance(m, _BatchNorm):
-                for p in ("weight", "bias", "running_mean", "running_var"):
-                    _slice_param(m, p, keep)
-                m.num_features = keep.numel()
-        consumer = modules[chains[root].consumer]
-        _slice_param(consumer, "weight", keep, dim=1)
-        if isinstance(consumer, nn.Linear):
-            consumer.in_features = keep.numel()
-        else:
-            consumer.in_channels = keep.numel()
+        group.prune()
         removed += len(channels)
     mask_channels(model, masked, chains)
     return {"removed": removed, "masked": sum(len(v) for v in masked.values())}
+
+
+def layer_flops(model: nn.Module, example: Tensor) -> dict[str, float]:
+    """Forward FLOPs of each conv and linear layer for one image of `example`'s size, counted as torch's flop
+    counter does (2 per multiply-add), so that they sum to `forward_flops` of a CNN."""
+    flops: dict[str, float] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o, n=name, k=per_out: flops.__setitem__(n, 2.0 * k * o[0].numel())))  # fmt: skip
+        elif isinstance(module, nn.Linear):
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o, n=name: flops.__setitem__(n, 2.0 * m.in_features * o[0].numel())))  # fmt: skip
+    forward_once(model, example[:1], hooks)
+    return flops
+
+
+def dead_channels(pruned: dict[str, Iterable[int]], chains: dict[str, Chain] | None, pairs: dict | None) -> tuple:
+    """(dead outputs, dead inputs) per module: the channels a selection kills along each chain (the root's rows,
+    its BatchNorms and depthwise convs) and the consumer's input channels that read them."""
+    out: dict[str, set[int]] = {}
+    inp: dict[str, set[int]] = {}
+    if chains is None:
+        for conv, channels in pruned.items():
+            for name in (conv, (pairs or {}).get(conv)):
+                if name and channels:
+                    out.setdefault(name, set()).update(channels)
+        return out, inp
+    for root, chain in chains.items():
+        dead = set(pruned.get(root, []))
+        for name in chain.through:
+            dead |= set(pruned.get(name, []))
+        if not dead:
+            continue
+        for name in (root, *chain.through):
+            out[name] = dead
+        if chain.consumer is not None:
+            inp[chain.consumer] = dead
+    return out, inp
+
+
+def removed_cost(model: nn.Module, pruned: dict[str, Iterable[int]], pruner: Pruner) -> dict[str, float]:
+    """Parameters and forward FLOPs (per image) that the selection takes out of the network, whether its filters
+    are removed physically or only masked: every pruned filter's weights and bias, its channel's BatchNorm affine
+    and depthwise filter, and the consumer's input columns that read it; FLOPs likewise, layer by layer. A fully
+    pruned layer counts in full, so the figures grow with the share pruned."""
+    modules = dict(model.named_modules())
+    dead_out, dead_in = dead_channels(pruned, pruner.chains, pruner.pairs)
+    params = flops = 0.0
+    for name in set(dead_out) | set(dead_in):
+        m = modules[name]
+        d_out, d_in = len(dead_out.get(name, ())), len(dead_in.get(name, ()))
+        if isinstance(m, _BatchNorm):
+            params += 2 * d_out if m.affine else 0
+            continue
+        if not isinstance(m, nn.Conv2d | nn.Linear):  # activations, identities, pooling: nothing to count
+            continue
+        n_out = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        n_in = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+        if isinstance(m, nn.Conv2d) and m.groups > 1:  # depthwise (or grouped): a filter reads its own group only
+            alive = 1 - d_out / n_out
+        else:
+            alive = (1 - d_out / n_out) * (1 - d_in / n_in)
+        params += m.weight.numel() * (1 - alive) + (d_out if m.bias is not None else 0)
+        flops += pruner.flops.get(name, 0.0) * (1 - alive)
+    return {"params": params, "flops": flops}
 
 
 class Pruner:
@@ -284,6 +326,8 @@ class Pruner:
             self.pairs = None
         except Exception:  # noqa: BLE001 - fx raises many types on untraceable code
             self.chains, self.pairs = None, conv_bn_pairs(model, example)
+        self.example = example[:1]
+        self.flops = layer_flops(model, self.example)  # per conv / linear layer, for `removed_cost`
         self.widths = {
             n: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
             for n, m in model.named_modules()
@@ -303,7 +347,7 @@ class Pruner:
         for root, chain in self.chains.items():
             if chain.exact:
                 out.add(root)
-                out.update(chain.through)
+                out.update(t for t in chain.through if t in self.widths)  # its depthwise convs
         return out
 
     def residual(self, pruned: dict[str, Iterable[int]]) -> int:
@@ -334,7 +378,7 @@ class Pruner:
     def remove(self, model: nn.Module, pruned: dict[str, Iterable[int]]) -> dict[str, int]:
         if self.chains is None:
             return {"removed": 0, "masked": self.mask(model, pruned)}
-        return remove_channels(model, pruned, self.chains)
+        return remove_channels(model, pruned, self.chains, self.example)
 
 
 def latency_ms(model: nn.Module, x: Tensor, repeats: int = 7) -> float:

@@ -35,7 +35,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from finebench.benchmark.budget import forward_flops
 from finebench.methods.base import Context, Method
-from finebench.methods.pruning import ACTIVATIONS, Pruner, forward_once, latency_ms, lowest_fraction
+from finebench.methods.pruning import ACTIVATIONS, Pruner, forward_once, latency_ms
+from finebench.methods.ranking import lowest_fraction
 from finebench.methods.registry import register_method
 
 DISCRETE = ("zero", "33%", "66%", "median")
