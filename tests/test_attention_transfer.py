@@ -331,12 +331,112 @@ def test_structure_dependent_settings_fail_before_any_training(tmp_path):
     cases = {
         "method_config.attention-transfer.pairs=last9": "method_config.attention-transfer.pairs='last9'",
         "method_config.kd.freeze_stages=9": "method_config.kd.freeze_stages=9: test_efficientnet has 5 stages",
+        "method_config.cut-full.freeze_stages=9": "method_config.cut-full.freeze_stages=9: the backbone has 5 stages",
         "method_config.kd.teacher_weights=defualt": "teacher_weights='defualt': not suite, default, random",
         "method_config.kd.teacher=resnet3": "method_config.kd.teacher='resnet3': unknown backbone",
     }
     for override, message in cases.items():
         method = override.split(".")[1]
-        extra = [] if "teacher=" in override else [f"method_config.{method}.teacher=test_resnet"]
+        extra = (
+            [] if "teacher=" in override or method == "cut-full" else [f"method_config.{method}.teacher=test_resnet"]
+        )
         out = bench(*base, "--methods", method, override, *extra, cwd=tmp_path)
         assert out.returncode == 2 and message in out.stderr, (override, out.stderr)
         assert not (tmp_path / "res" / "runs").exists()  # nothing trained, not even the teacher
+
+
+def real_batch(res: int = 96):
+    """Four real photographs (scikit-image's samples), centre-cropped, at `res` px, normalised as Lite0 wants."""
+    from skimage import data
+
+    images = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
+    out = []
+    for im in images:
+        t = torch.tensor(im).permute(2, 0, 1).float()[None] / 255
+        side = min(t.shape[-2:])
+        top, left = (t.shape[-2] - side) // 2, (t.shape[-1] - side) // 2
+        t = F.interpolate(t[..., top : top + side, left : left + side], size=(res, res), mode="bilinear")
+        out.append((t[0] - 0.5) / 0.5)
+    return torch.stack(out), torch.tensor([0, 1, 2, 3])
+
+
+def test_gradient_at_term_is_not_negligible_against_ce_with_its_default_weight():
+    """Real ImageNet Lite0 student and Lite2 teacher on real photographs: the gradient-AT term's parameter gradient
+    must be of the order of CE's (with beta = 1000, as activation AT's default, it was about 1/1000 of it)."""
+    from finebench.backbones import create_backbone
+    from finebench.backbones.stages import stage_map
+    from finebench.benchmark.budget import BudgetMeter
+    from finebench.benchmark.runner import build_method
+    from finebench.benchmark.spec import build_suite
+    from finebench.benchmark.suite import expand
+    from finebench.methods import Context
+
+    x, y = real_batch()
+    suite = {"methods": "attention-transfer", "backbones": "efficientnet_lite0", "datasets": "synthetic:4x12",
+             "resolution": 96, "method_config": {"attention-transfer": {"kind": "gradient"}}}  # fmt: skip
+    spec = expand(build_suite(suite))[0]
+    torch.manual_seed(0)
+    student = create_backbone("efficientnet_lite0", 4).model
+    teacher = create_backbone("efficientnet_lite2", 4).model
+    ctx = Context(spec, 4, stage_map(student), BudgetMeter(1, 8), torch.device("cpu"))
+    ctx.source_model = lambda *a, **k: (teacher, "teacher-run")
+    method = build_method(spec)
+    student = method.prepare(student, ctx)
+    terms = method.losses(student, (x, y), method.forward(student, x), ctx)
+    params = [p for p in student.parameters()]
+
+    def grad_norm(term):
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        return float(torch.sqrt(sum((g**2).sum() for g in grads if g is not None)))
+
+    ce, at = grad_norm(terms["ce"]), grad_norm(terms["at"])
+    assert at > 0.1 * ce, (at, ce)
+    assert method.at_weight() == 1e6 and method.config.beta == 1000.0
+    extras = method.extras(student, ctx)
+    assert extras["at"] == {"kind": "gradient", "weight": 1e6, "pairs": []}
+
+
+def test_cut_freeze_stages_and_the_teacher_config_reach_the_teacher_run():
+    from finebench.methods.level_of_cut import cut_parameters
+
+    teacher_config = {"freeze_stages": 2, "freeze_bn": True}
+    method, student, teacher, ctx = tiny_distillation(
+        "attention-transfer", prepare=False, freeze_stages=2, teacher_config=teacher_config
+    )
+    asked = {}
+
+    def source_model(*args, **kwargs):
+        asked.update(kwargs, args=args)
+        return teacher, "teacher-run"
+
+    ctx.source_model = source_model
+    method.prepare(student, ctx)
+    assert asked["config"] == {"freeze_stages": 2, "freeze_bn": True} and asked["role"] == "teacher"
+    smap = ctx.stages
+    assert cut_parameters(smap, "full", 2) == set(smap.last(len(smap.stages) - 2) + smap.head)
+    assert cut_parameters(smap, "last", 2) == set(smap.last(1) + smap.head)  # freezing spares the cut's stages
+    assert cut_parameters(smap, "full", 0) == set(smap.body + smap.head)
+    with pytest.raises(ValueError, match="teacher_config: unknown key 'freeze'; valid keys: freeze_bn, freeze_stages"):
+        tiny_distillation("kd", prepare=False, teacher_config={"freeze": 1})
+    with pytest.raises(ValueError, match="freeze_stages must be an integer >= 0"):
+        tiny_distillation("kd", prepare=False, teacher_config={"freeze_stages": -1})
+
+
+def test_teacher_config_on_the_command_line_trains_the_teacher_with_it(tmp_path):
+    out = bench(*RUN[:-1], "--methods", "cut-full,kd", "--epochs", "1", "--out", "res",
+                "method_config.cut-full.freeze_stages=2", "method_config.cut-full.freeze_bn=true",
+                "method_config.kd.freeze_stages=2", "method_config.kd.freeze_bn=true",
+                "method_config.kd.teacher_config=freeze_stages=2,freeze_bn=true", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(p.read_text()) for p in (tmp_path / "res" / "runs").glob("*.json")]
+    kd = next(r for r in records if r["spec"]["method"] == "kd")
+    teacher = next(r for r in records if r["run_id"] == kd["sources"]["teacher"])
+    assert teacher["spec"]["backbone"] == "test_resnet"
+    assert teacher["spec"]["method_config"] == {"freeze_bn": True, "freeze_stages": 2}
+    base = next(
+        r for r in records if r["spec"]["method"] == "cut-full" and r["spec"]["backbone"] == "test_efficientnet"
+    )
+    assert base["params"]["trainable"] == kd["params"]["trainable"] < base["params"]["total"]
+    bad = bench(*RUN[:-1], "--methods", "kd", "--out", "res2", "method_config.kd.teacher_config=freeze_stages=9",
+                cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 2 and "method_config.kd.teacher_config.freeze_stages=9" in bad.stderr, bad.stderr

@@ -30,7 +30,7 @@ def test_flags_yaml_and_overrides_give_the_same_runs(tmp_path):
     assert len(ids) == 4 and len(set(ids)) == 4
     assert ids == [r.run_id for r in from_flags] == [r.run_id for r in from_overrides]
     full = [r for r in from_yaml if r.method == "cut-full"][0]
-    assert full.method_config == {"freeze_bn": True}
+    assert full.method_config == {"freeze_bn": True, "freeze_stages": 0}
     assert full.train.resolution == 160  # resolved from the backbone's pretrained_cfg
 
 

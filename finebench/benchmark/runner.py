@@ -236,10 +236,11 @@ class Run:
         weights: str | None = None,
         seed: int | None = None,
         role: str = "source",
+        config: dict[str, Any] | None = None,
     ) -> tuple[torch.nn.Module, str]:
-        """The best-val model of `method_name` (default config) on this run's dataset and budget, on `backbone`
-        with `weights` and `seed` (defaults: this run's): loaded from the store when that run is recorded with its
-        model, else trained now and recorded. Either way its full cost is charged to this run as
+        """The best-val model of `method_name` (its default config, updated by `config`) on this run's dataset and
+        budget, on `backbone` with `weights` and `seed` (defaults: this run's): loaded from the store when that run
+        is recorded with its model, else trained now and recorded. Either way its full cost is charged to this run as
         `<role>:<method>` and its run id is kept in the record's `sources[role]`."""
         from finebench.results.store import ResultStore
 
@@ -249,7 +250,7 @@ class Run:
         train = self.spec.train if weights is None else dataclasses.replace(self.spec.train, weights=weights)
         spec = RunSpec(
             method_name,
-            dataclasses.asdict(cls.Config()),
+            dataclasses.asdict(cls.Config(**(config or {}))),
             self.spec.dataset,
             backbone or self.spec.backbone,
             self.spec.seed if seed is None else seed,

@@ -178,6 +178,15 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             except SpecError as e:
                 errors.append(str(e))
         raise SpecError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is dict or tp is dict:  # a mapping passed through (e.g. a teacher's config): k=v,k=v on the CLI
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            if any("=" not in p for p in pairs):
+                raise SpecError(f"{key}: expected a mapping (key: value in YAML, k=v,k=v here), got {value!r}")
+            value = {k.strip(): _scalar(v.strip()) for k, v in (p.split("=", 1) for p in pairs)}
+        if not isinstance(value, Mapping):
+            raise SpecError(f"{key}: expected a mapping of keys to values, got {value!r} ({type(value).__name__})")
+        return dict(value)
     if origin is tuple:
         (inner, _) = typing.get_args(tp)
         if isinstance(value, str):

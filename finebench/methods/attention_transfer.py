@@ -14,20 +14,31 @@ Knowledge distillation: alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) summed ov
 batch, plus (1 - alpha) * CE (T = 4, alpha = 0.9). `at+kd` adds the AT term to that.
 
 Gradient-based attention transfer (`kind=gradient`, slower: double backprop): the same loss on the per-sample
-L2-normalised input gradients of the student's and the teacher's cross-entropy, instead of activation maps.
+L2-normalised input gradients of the student's and the teacher's cross-entropy, instead of activation maps, weighted
+by `gradient_beta` / 2. Averaged over B*3*H*W input elements instead of a few hundred map positions, the term is three
+orders of magnitude weaker than activation AT's at the same beta (its parameter gradient on one batch of Flowers-17,
+Lite0 student, Lite2 teacher: 0.00067x activation AT's at 128 px, 0.0011x at 96 px, 0.00044x at 224 px), so beta =
+1000 made a `kind=gradient` run plain fine-tuning at five times the cost. `gradient_beta = 1e6` puts the term's
+gradient at the order of activation AT's (0.67x at 128 px, 1.1x at 96 px, 0.44x at 224 px) and of CE's; the record
+names the weight that acted (`extras.at.weight`).
+
+The paper's loss is CE + beta/2 * sum over pairs (its eq. 2); the authors' code adds `opt.beta * sum(...)`, twice
+ours at the same beta: `beta=2000` gives their weighting.
 
 Teacher: trained (or loaded from the store when already recorded) through `ctx.source_model`, so it is trained once
 per suite and reused by every method and seed that asks for the same teacher (`teacher_seed`, default 0, is the
 teacher's seed for all student seeds; null trains one teacher per student seed); its whole training cost is charged
 to every run that uses it (`teacher:cut-full`), and its forward FLOPs per step as `teacher_forward` (its forward
 time runs inside the student's step and is part of the train time). `teacher_checkpoint=PATH` uses a given state
-dict instead; its cost is then unknown and nothing is charged for it (the record says so).
+dict instead; its cost is then unknown and nothing is charged for it (the record says so). `teacher_config` is the
+teacher's own `cut-full` configuration (e.g. `{freeze_stages: 2, freeze_bn: true}`, the paper's CUB setting for the
+teacher as for the student), part of the teacher run's spec.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +53,7 @@ from finebench.backbones.weights import WeightsError, load_state_dict
 from finebench.benchmark.budget import forward_flops
 from finebench.datasets.base import sha256_file
 from finebench.methods.base import Context, Method, Stage
+from finebench.methods.level_of_cut import CutConfig, CutFull, cut_parameters
 from finebench.methods.registry import register_method
 
 MODES = ("sum", "sum^p", "max^p")
@@ -189,6 +201,7 @@ class TeacherConfig:
     teacher_seed: int | None = 0  # the teacher's seed for every student seed; null: the student's own seed
     freeze_stages: int = 0  # the first N stages (stem included) stay frozen (the paper's CUB setting: 2)
     freeze_bn: bool = False  # every BatchNorm of the student in eval mode (the paper's CUB setting: true)
+    teacher_config: dict = field(default_factory=dict)  # the teacher's cut-full config, e.g. {freeze_stages: 2}
 
 
 @dataclass(frozen=True)
@@ -204,6 +217,7 @@ class ATConfig(TeacherConfig):
     mode: str = "sum^p"
     pairs: str = "last2"
     kind: str = "activation"  # activation | gradient (double backprop on input gradients; slower)
+    gradient_beta: float = 1e6  # kind=gradient's weight (its term is averaged over B*3*H*W input elements)
 
 
 @dataclass(frozen=True)
@@ -232,8 +246,9 @@ class Distillation(Method):
                 raise ValueError(f"{where}.mode {c.mode!r} is not one of {', '.join(MODES)}")
             if c.kind not in KINDS:
                 raise ValueError(f"{where}.kind {c.kind!r} is not one of {', '.join(KINDS)}")
-            if c.p <= 0 or c.beta < 0:
-                raise ValueError(f"{where}: p must be > 0 and beta >= 0, got p={c.p}, beta={c.beta}")
+            if c.p <= 0 or c.beta < 0 or c.gradient_beta < 0:
+                raise ValueError(f"{where}: p must be > 0, beta and gradient_beta >= 0, got p={c.p}, beta={c.beta}, "
+                                 f"gradient_beta={c.gradient_beta}")  # fmt: skip
             self.where(parse_pairs, c.pairs, tuple(range(9)), tuple(range(9)))  # syntax; the counts: preflight
         if c.teacher_checkpoint is not None and not Path(c.teacher_checkpoint).is_file():
             raise ValueError(f"{where}.teacher_checkpoint: no such file {c.teacher_checkpoint!r}")
@@ -242,6 +257,7 @@ class Distillation(Method):
                 backbone_info(c.teacher)
             except ValueError as e:
                 raise ValueError(f"{where}.teacher={c.teacher!r}: {e}") from e
+        self.teacher_cut = self.where(teacher_method, c.teacher_config)
         w = c.teacher_weights
         if w not in ("suite", "default", "random") and not Path(w).is_file():
             raise ValueError(f"{where}.teacher_weights={w!r}: not suite, default, random or an existing weights file")
@@ -266,9 +282,15 @@ class Distillation(Method):
                 f"method_config.{self.name}.freeze_stages={n}: {spec.backbone} has {len(student.stages)} stages; "
                 f"use 0..{len(student.stages) - 1}"
             )
+        teacher = stage_map(structure(self.teacher_backbone(spec.backbone)))
         if self.uses_at and self.config.kind == "activation":
-            teacher = stage_map(structure(self.teacher_backbone(spec.backbone)))
             self.where(parse_pairs, self.config.pairs, student.groups, teacher.groups)
+        if self.config.teacher_checkpoint is None:
+            try:
+                cut_parameters(teacher, "full", self.teacher_cut.config.freeze_stages)
+            except ValueError as e:
+                name = self.teacher_backbone(spec.backbone)
+                raise ValueError(f"method_config.{self.name}.teacher_config.{e} (teacher {name})") from e
 
     # --- the teacher -------------------------------------------------------------------------------------------
     def teacher_backbone(self, student: str) -> str:
@@ -303,7 +325,8 @@ class Distillation(Method):
         name, cfg = self.teacher_backbone(ctx.spec.backbone), self.config
         if cfg.teacher_checkpoint is None:
             weights = self.teacher_weights(ctx.spec.train.weights)
-            teacher, run_id = ctx.source_model("cut-full", name, weights, cfg.teacher_seed, role="teacher")
+            teacher, run_id = ctx.source_model("cut-full", name, weights, cfg.teacher_seed, role="teacher",
+                                               config=cfg.teacher_config)  # fmt: skip
             self.teacher_info = {"backbone": name, "run_id": run_id, "weights": weights, "cost": "charged"}
             return teacher
         path = Path(cfg.teacher_checkpoint)
@@ -349,6 +372,10 @@ class Distillation(Method):
     def gradient_kind(self) -> bool:
         return self.uses_at and self.config.kind == "gradient"
 
+    def at_weight(self) -> float:
+        """The weight of the AT term before the 1/2: beta for activation maps, gradient_beta for input gradients."""
+        return self.config.gradient_beta if self.gradient_kind() else self.config.beta
+
     def forward(self, model: nn.Module, x: Tensor) -> Any:
         if self.gradient_kind() and torch.is_grad_enabled():  # training: keep x to differentiate the loss by it
             x = x.detach().requires_grad_(True)
@@ -372,10 +399,11 @@ class Distillation(Method):
             terms = {"ce": ce}
         if self.gradient_kind():  # double backprop: the student's input gradient keeps its graph
             js = torch.autograd.grad(F.cross_entropy(out, y, reduction="sum"), self.inputs, create_graph=True)[0]
-            terms["at"] = cfg.beta / 2 * gradient_at_loss(js, jt)
+            terms["at"] = self.at_weight() / 2 * gradient_at_loss(js, jt)
         elif self.uses_at:
             s_out, t_out = self.student_tap.outputs, self.teacher_tap.outputs
-            terms["at"] = cfg.beta / 2 * sum(at_loss(s_out[s], t_out[t], cfg.p, cfg.mode) for s, t in self.pairs)
+            maps = sum(at_loss(s_out[s], t_out[t], cfg.p, cfg.mode) for s, t in self.pairs)
+            terms["at"] = self.at_weight() / 2 * maps
         return terms
 
     def on_epoch_end(self, model: nn.Module, epoch: int, ctx: Context) -> None:
@@ -387,6 +415,8 @@ class Distillation(Method):
 
     def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
         out: dict[str, Any] = {"teacher": dict(self.teacher_info, flops_per_image=self.teacher_flops)}
+        if self.uses_at:
+            out["at"] = {"kind": self.config.kind, "weight": self.at_weight(), "pairs": [list(p) for p in self.pairs]}
         if not self.pairs or ctx.sample is None:
             return out
         x, y, pixels, rows = ctx.sample("test", self.figure_images)
@@ -407,6 +437,18 @@ class Distillation(Method):
         ctx.save_arrays("attention_maps", **arrays)
         out["attention_distance_test_sample"] = distance  # at_loss per pair on the figure's images
         return out
+
+
+def teacher_method(config: dict) -> CutFull:
+    """The teacher's cut-full method for `teacher_config` (checked now: unknown keys and bad values are errors)."""
+    known = [f.name for f in fields(CutConfig)]
+    unknown = [k for k in config if k not in known]
+    if unknown:
+        raise ValueError(f"teacher_config: unknown key {unknown[0]!r}; valid keys: {', '.join(known)}")
+    try:
+        return CutFull(CutConfig(**config))
+    except ValueError as e:
+        raise ValueError(f"teacher_config: {e}") from e
 
 
 def unit_maps(q: Tensor) -> np.ndarray:

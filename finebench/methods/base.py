@@ -57,9 +57,10 @@ class Context:
     # Set by the runner after selection, for `extras` analyses only (e.g. accuracy of a pruned copy):
     # evaluate(model, split) -> metrics, split "val" or "test". Never available while training or selecting.
     evaluate: Any = None
-    # source_model(method, backbone=None, weights=None, seed=None, role="source") -> (model, run id): the best-val
-    # model of another method on the same data and budget, loaded when recorded or trained now; its whole cost is
-    # charged to this run as "<role>:<method>" and its run id kept in the record's `sources[role]`.
+    # source_model(method, backbone=None, weights=None, seed=None, role="source", config=None) -> (model, run id): the
+    # best-val model of another method (its default config, updated by `config`) on the same data and budget, loaded
+    # when recorded or trained now; its whole cost is charged to this run as "<role>:<method>" and its run id kept in
+    # the record's `sources[role]`.
     source_model: Any = None
     # Set for `extras` only: sample(split, n) -> (x, y, uint8 pixels, dataset indices), a fixed sample of val or
     # test images (the same for every method); save_arrays(name, **arrays) -> path of an .npz artifact beside the

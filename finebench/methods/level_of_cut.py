@@ -2,8 +2,10 @@
 
 `fc` trains the classifier only, `last` the last stage + classifier, `last2` the last two stages + classifier,
 `full` everything. Stages come from the backbone's timm `feature_info` (see finebench.backbones.stages). Frozen
-layers keep BatchNorm in eval mode; `freeze_bn=True` keeps every BatchNorm in eval mode (the attention-transfer
-paper's CUB setting).
+layers keep BatchNorm in eval mode; `freeze_bn=True` keeps every BatchNorm in eval mode, and `freeze_stages=N` keeps
+the first N stages (the stem counts as one) frozen whatever the cut: the attention-transfer paper's CUB setting
+(Table 4: BN fixed, the first group frozen) is `freeze_stages=2 freeze_bn=true`, for the student baseline and, passed
+through a distillation method's `teacher_config`, for its teacher.
 """
 
 from __future__ import annotations
@@ -11,34 +13,53 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from finebench.backbones.stages import StageMap
+from finebench.backbones.stages import StageMap, stage_map
 from finebench.methods.base import Context, Method, Stage
 from finebench.methods.registry import register_method
 
 CUTS = {"fc": 0, "last": 1, "last2": 2}
 
 
-def cut_parameters(stages: StageMap, level: str) -> frozenset[str]:
-    """Parameter names that train at a cut level: the head plus the last N stages (all of them for `full`)."""
-    if level == "full":
-        return frozenset(stages.body + stages.head)
-    if level not in CUTS:
+def cut_parameters(stages: StageMap, level: str, freeze_stages: int = 0) -> frozenset[str]:
+    """Parameter names that train at a cut level: the head plus the last N stages (all of them for `full`), less
+    the first `freeze_stages` stages."""
+    if level not in (*CUTS, "full"):
         raise ValueError(f"unknown cut level {level!r}; known: {', '.join([*CUTS, 'full'])}")
-    return frozenset(stages.last(CUTS[level]) + stages.head)
+    if not 0 <= freeze_stages < len(stages.stages):
+        raise ValueError(f"freeze_stages={freeze_stages}: the backbone has {len(stages.stages)} stages; "
+                         f"use 0..{len(stages.stages) - 1}")  # fmt: skip
+    n = len(stages.stages) if level == "full" else CUTS[level]
+    return frozenset(stages.last(min(n, len(stages.stages) - freeze_stages)) + stages.head)
 
 
 @dataclass(frozen=True)
 class CutConfig:
     freeze_bn: bool = False  # every BatchNorm in eval mode, trained ones included
+    freeze_stages: int = 0  # the first N stages (the stem counts as one) stay frozen (AT paper's CUB setting: 2)
 
 
 class LevelOfCut(Method):
     Config = CutConfig
     level: ClassVar[str] = "full"
 
+    def __init__(self, config: CutConfig) -> None:
+        super().__init__(config)
+        if not isinstance(config.freeze_stages, int) or config.freeze_stages < 0:
+            raise ValueError(f"method_config.{self.name}.freeze_stages must be an integer >= 0, "
+                             f"got {config.freeze_stages!r}")  # fmt: skip
+        if not isinstance(config.freeze_bn, bool):
+            raise ValueError(f"method_config.{self.name}.freeze_bn must be true or false, got {config.freeze_bn!r}")
+
+    def preflight(self, spec, structure) -> None:
+        try:
+            cut_parameters(stage_map(structure(spec.backbone)), self.level, self.config.freeze_stages)
+        except ValueError as e:
+            raise ValueError(f"method_config.{self.name}.{e} ({spec.backbone})") from e
+
     def schedule(self, ctx: Context) -> list[Stage]:
         bn = "eval" if self.config.freeze_bn else "auto"
-        return [Stage(f"cut-{self.level}", ctx.spec.train.epochs, cut_parameters(ctx.stages, self.level), bn=bn)]
+        trainable = cut_parameters(ctx.stages, self.level, self.config.freeze_stages)
+        return [Stage(f"cut-{self.level}", ctx.spec.train.epochs, trainable, bn=bn)]
 
 
 @register_method
