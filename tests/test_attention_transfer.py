@@ -173,8 +173,6 @@ def test_kd_and_at_terms_compose_the_loss():
     assert method.pairs == [("blocks.3", "layer3"), ("blocks.4", "layer4")]  # the last two groups of each
     expected = 5.0 * sum(at_loss(s_maps[s], t_maps[t]).item() for s, t in method.pairs)
     assert terms["at"].item() == pytest.approx(expected, rel=1e-4)
-    method.on_epoch_end(student, 0, ctx)
-    assert ctx.budget.charges["teacher_forward"].flops == pytest.approx(6 * method.teacher_flops)
     assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
 
 
@@ -251,10 +249,9 @@ def test_teacher_is_trained_once_reused_and_charged_to_every_student(tmp_path):
         assert r["sources"] == {"teacher": teacher["run_id"]}
         charge = r["cost"]["charges"]["teacher:cut-full"]
         assert charge["seconds"] == pytest.approx(teacher_cost) and charge["samples"] == teacher["cost"]["samples"]
-        forward = r["cost"]["charges"]["teacher_forward"]  # FLOPs of the teacher's forward on every student sample
-        assert forward["samples"] == 0 and forward["flops"] == pytest.approx(
-            r["cost"]["samples"] * r["extras"]["teacher"]["flops_per_image"]
-        )
+        # the measured step holds the student's forward and backward and the teacher's forward on every sample
+        per_sample = r["cost"]["flops_per_image"] + r["extras"]["teacher"]["flops_per_image"]
+        assert r["cost"]["train_flops"] > r["cost"]["samples"] * per_sample and "teacher_forward" not in r["cost"]
         assert r["extras"]["teacher"]["run_id"] == teacher["run_id"]
         assert r["cost"]["samples"] == 2 * r["dataset"]["sizes"]["train"]  # the student's budget is untouched
     at = next(r for r in students if r["spec"]["method"] == "attention-transfer")

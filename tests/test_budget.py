@@ -32,3 +32,53 @@ def test_forward_flops_match_hand_count():
     # conv: 2 * (3*3*3) MACs per output * 8 channels * 16*16 positions; linear: 2 * 2048 * 5
     expected = 2 * 27 * 8 * 256 + 2 * 2048 * 5
     assert forward_flops(model, 16, torch.device("cpu")) == expected
+
+
+def test_step_flops_by_hand_counts_the_backward_that_runs():
+    """conv (3->8, 3x3, no bias) -> flatten -> linear (2048->5) on 16x16: forward = 2*27*8*256 + 2*2048*5 per image.
+    Training only the linear layer: its weight gradient (2*2048*5) and no gradient into the conv's output; training
+    everything adds the linear's input gradient (2*2048*5) and the conv's weight gradient (2*27*8*256), but still no
+    gradient for the image."""
+    from finebench.benchmark.budget import step_flops
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 16 * 16, 5))
+    batch = (torch.zeros(2, 3, 16, 16), torch.tensor([0, 1]))
+    conv, lin = 2 * 27 * 8 * 256, 2 * 2048 * 5
+
+    def step(b):
+        torch.nn.functional.cross_entropy(model(b[0]), b[1]).backward()
+
+    model[0].requires_grad_(False)
+    assert step_flops(step, batch) == conv + lin + lin
+    model[0].requires_grad_(True)
+    assert step_flops(step, batch) == conv + lin + lin + lin + conv
+
+
+def test_training_flops_are_measured_per_stage_and_ordered_by_cut(tmp_path):
+    """Through the runner: cut-fc < cut-last < cut-last2 < cut-full in measured training FLOPs; a full fine-tune is
+    under 3x the forward FLOPs (no gradient for the image); filter attention's F epochs cost a head fine-tune and
+    its A epochs a full backward."""
+    from finebench.benchmark.progress import Reporter
+    from finebench.benchmark.runner import Run
+    from finebench.benchmark.spec import build_suite
+    from finebench.benchmark.suite import expand, pick_device
+
+    methods = "cut-fc,cut-last,cut-last2,cut-full,filter-attention"
+    layer = {"datasets": "synthetic:4x12", "backbones": "test_resnet", "weights": "random", "epochs": 3,
+             "resolution": 32, "batch_size": 8, "methods": methods}  # fmt: skip
+    records = {s.method: Run(s, None, tmp_path, pick_device("cpu"), Reporter(quiet=True)).execute()
+               for s in expand(build_suite(layer))}  # fmt: skip
+    flops = {m: r.cost["train_flops"] for m, r in records.items()}
+    assert flops["cut-fc"] < flops["cut-last"] < flops["cut-last2"] < flops["cut-full"]
+    full = records["cut-full"].cost
+    assert (
+        2 * full["flops_per_image"] * full["samples"]
+        < flops["cut-full"]
+        < 3 * full["flops_per_image"] * full["samples"]
+    )
+    fc = records["cut-fc"].cost
+    assert flops["cut-fc"] < 1.01 * fc["flops_per_image"] * fc["samples"]  # the head's backward is tiny
+    fa = records["filter-attention"].cost["train_flops_per_sample"]
+    assert list(fa) == ["1:F", "2:A", "3:A"]
+    assert fa["1:F"] == pytest.approx(fc["train_flops_per_sample"]["cut-fc"], rel=0.01)
+    assert fa["2:A"] > 2 * full["flops_per_image"]

@@ -151,13 +151,12 @@ def test_csv_filters_and_cost_columns(tmp_path):
     report = write_report(tmp_path / "results", tmp_path / "rep")
     summary = pd.read_csv(tmp_path / "rep" / "results.csv").set_index("method")
     assert (
-        summary.loc["kd", "pflops_total_mean"] == pytest.approx(0.009)
-        and summary.loc["kd", "samples_total_mean"] == 2000
+        summary.loc["kd", "flops_total_mean"] == pytest.approx(9e12) and summary.loc["kd", "samples_total_mean"] == 2000
     )
     assert summary.loc["kd", "test_top1_ci_low"] < 82.5 < summary.loc["kd", "test_top1_ci_high"]
     assert len(pd.read_csv(tmp_path / "rep" / "runs.csv")) == 4 and report.runs == 4
     md = (tmp_path / "rep" / "results.md").read_text()
-    assert "| 2.00k | 0.009 |" in md and "| 1.00k | 0.003 |" in md
+    assert "| 2.00k | 9 TFLOP |" in md and "| 1.00k | 3 TFLOP |" in md  # records of the old 3 x forward estimate
     only = write_report(tmp_path / "results", tmp_path / "rep2", "md", methods=["kd"])
     assert only.runs == 2 and "| cut-full |" not in only.markdown
     with pytest.raises(ValueError, match=r"--datasets \['cub200'\]: not in the records; they hold \['synthetic'\]"):

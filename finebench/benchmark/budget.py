@@ -42,6 +42,7 @@ class BudgetMeter:
     eval_seconds: float = 0.0
     data_seconds: float = 0.0  # of train_seconds: time the loop spent in the data iterator (waiting, copying)
     flops_per_image: float | None = None  # forward FLOPs of the trained model for one image
+    train_flops: float = 0.0  # measured: each step's samples x its stage's FLOPs per training sample
     charges: dict[str, Charge] = field(default_factory=dict)
     capped: bool = False
     earlier_peak: dict[str, float | None] | None = None  # peak memory of the process a resumed run began in
@@ -58,10 +59,11 @@ class BudgetMeter:
     def elapsed(self) -> float:
         return time.perf_counter() - self._start
 
-    def step(self, batch_size: int, seconds: float) -> None:
+    def step(self, batch_size: int, seconds: float, flops_per_sample: float = 0.0) -> None:
         self.samples += batch_size
         self.steps += 1
         self.train_seconds += seconds
+        self.train_flops += flops_per_sample * batch_size
 
     def over_time(self) -> bool:
         """True once the wall-clock cap is spent; marks the run as capped."""
@@ -83,6 +85,7 @@ class BudgetMeter:
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
             "data_seconds": self.data_seconds,
+            "train_flops": self.train_flops,
             "elapsed": self.elapsed(),
             "capped": self.capped,
             "charges": self.charges_dict(),
@@ -94,6 +97,7 @@ class BudgetMeter:
         self.samples, self.steps = state["samples"], state["steps"]
         self.train_seconds, self.eval_seconds = state["train_seconds"], state["eval_seconds"]
         self.data_seconds = state.get("data_seconds", 0.0)
+        self.train_flops = state.get("train_flops", 0.0)
         self.capped = state["capped"]
         self.charges = {k: Charge(**v) for k, v in state["charges"].items()}
         self._start = time.perf_counter() - state["elapsed"]
@@ -104,11 +108,6 @@ class BudgetMeter:
 
     def summary(self) -> dict[str, Any]:
         charged = self.charges_dict()
-        train_flops = None
-        if self.flops_per_image is not None:
-            # forward + backward ~ 3x forward: the usual estimate for a fully trained network (an upper bound
-            # when parts are frozen).
-            train_flops = 3.0 * self.flops_per_image * self.samples
         return {
             "epochs_budget": self.epochs,
             "samples_budget": self.sample_budget,
@@ -123,7 +122,9 @@ class BudgetMeter:
             # copy and the augmentation); on a GPU, host time: it can only stall the device if the queue ran dry
             "data_stall_fraction": self.data_seconds / self.train_seconds if self.train_seconds > 0 else None,
             "flops_per_image": self.flops_per_image,
-            "train_flops_estimate": train_flops,
+            # measured, not assumed: one real training step per stage counted by torch's flop counter (forward,
+            # backward, a double backward, a teacher's forward), times the samples each stage trained on
+            "train_flops": self.train_flops,
             "time_budget": self.time_budget,
             "capped": self.capped,
             "charges": charged,
@@ -144,6 +145,17 @@ def forward_flops(model: nn.Module, resolution: int, device: torch.device) -> fl
         model(x)
     model.train(was_training)
     return float(counter.get_total_flops())
+
+
+def step_flops(step, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """FLOPs of `step(batch)` (a training step: forward, losses, backward) per sample of `batch`, as torch's flop
+    counter sees them (convolutions and matrix products, their gradients included; 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(batch)
+    return float(counter.get_total_flops()) / len(batch[1])
 
 
 def reset_peak_memory() -> None:

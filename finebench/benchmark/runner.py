@@ -8,6 +8,7 @@ evaluated once at the best-val state and once at the last state, never used for 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import random
 import time
@@ -21,7 +22,7 @@ import torch
 from finebench.backbones import create_backbone
 from finebench.backbones.stages import stage_map
 from finebench.backbones.weights import load_state_dict
-from finebench.benchmark.budget import BudgetMeter, forward_flops, reset_peak_memory
+from finebench.benchmark.budget import BudgetMeter, forward_flops, reset_peak_memory, step_flops
 from finebench.benchmark.checkpoint import Checkpoints, recorded, rng_state, set_rng_state
 from finebench.benchmark.data import Batches
 from finebench.benchmark.env import environment, git_commit
@@ -97,6 +98,12 @@ def check_schedule(stages: list[Stage], spec: RunSpec) -> None:
         )
 
 
+def train_flops(cost: dict[str, Any]) -> float:
+    """A recorded run's training FLOPs: measured (`train_flops`), or, for records written before they were measured,
+    the old 3 x forward estimate."""
+    return cost.get("train_flops", cost.get("train_flops_estimate")) or 0.0
+
+
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -106,10 +113,17 @@ class StepLoop:
     the budget meter. Kept apart so that its overhead over a bare PyTorch loop can be benchmarked."""
 
     def __init__(
-        self, method: Method, model: torch.nn.Module, ctx: Context, total_steps: int, precision: Precision = FP32
+        self,
+        method: Method,
+        model: torch.nn.Module,
+        ctx: Context,
+        total_steps: int,
+        precision: Precision = FP32,
+        flops: dict[Stage, float] | None = None,
     ) -> None:
         self.method, self.model, self.ctx, self.total_steps = method, model, ctx, total_steps
         self.precision = precision
+        self.flops = flops or {}  # each stage's measured training FLOPs per sample
         self.cfg = ctx.spec.train
         self.stage: Stage | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -149,7 +163,7 @@ class StepLoop:
             self.sums[k] = self.sums[k] + v * n if k in self.sums else v * n
         self.seen += n
         self.steps += 1
-        self.ctx.budget.step(n, self.watch.lap())
+        self.ctx.budget.step(n, self.watch.lap(), self.flops.get(self.stage, 0.0))
 
     def epoch_losses(self) -> dict[str, float]:
         """Sample-weighted mean of each loss term over the epoch (one device sync per epoch, not per step)."""
@@ -206,13 +220,42 @@ class Run:
         self.ctx.source_model = self.source_model
         self.model = to_memory_format(self.charged_prepare(backbone.model).to(self.device), cfg.channels_last)
         budget.flops_per_image = forward_flops(self.model, cfg.resolution, self.device)
-        if cfg.compile:  # in place: parameter names, hooks and state dicts stay those of the model
-            self.model.compile()
         self.stages = self.method.schedule(self.ctx) if self.method.trains else []
         if self.method.trains:
             check_schedule(self.stages, spec)
+        self.stage_flops = self.measure_step_flops()
+        if cfg.compile:  # in place: parameter names, hooks and state dicts stay those of the model
+            self.model.compile()
         self.data, self.split, self.backbone, self.loaders = data, split, backbone, loaders
         self.setup_seconds = time.perf_counter() - t0 - self.nested_seconds
+
+    def measure_step_flops(self) -> dict[Stage, float]:
+        """Each stage's training FLOPs per sample, counted on one real step of the method (its forward, loss terms
+        and backward, with the stage's parameters trainable and modules in its modes) on a batch of two blank
+        images; the model's buffers (BatchNorm statistics), gradients, the method's `ctx.state` and the random
+        streams are left as they were. Frozen parts need no weight gradients, so cut-fc costs less than cut-full;
+        a double backward or a teacher's forward inside the step is counted where a method has one."""
+        model, method, ctx, res = self.model, self.method, self.ctx, self.spec.train.resolution
+        batch = (torch.zeros(2, 3, res, res, device=self.device), torch.arange(2, device=self.device) % ctx.num_classes)
+        buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+        state = copy.deepcopy(ctx.state)
+
+        def step(b):
+            terms = method.losses(model, b, method.forward(model, b[0]), ctx)
+            sum(terms.values()).backward()
+
+        measured: dict[tuple, float] = {}
+        with preserved_rng():
+            for stage in self.stages:
+                if (stage.trainable, stage.bn) not in measured:
+                    set_trainable(model, stage)
+                    apply_modes(model, stage)
+                    measured[stage.trainable, stage.bn] = step_flops(step, batch)
+                    model.zero_grad(set_to_none=True)
+        model.load_state_dict(buffers, strict=False)
+        ctx.state.clear()
+        ctx.state.update(state)
+        return {stage: measured[stage.trainable, stage.bn] for stage in self.stages}
 
     def charged_prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Run the method's `prepare` and charge its wall-clock time, less what it charged itself (a teacher's
@@ -281,7 +324,7 @@ class Run:
             f"{role}:{method_name}",
             seconds=seconds,
             samples=cost["samples"] + sum(c.get("samples", 0) for c in charges),
-            flops=(cost.get("train_flops_estimate") or 0.0) + sum(c.get("flops", 0.0) for c in charges),
+            flops=train_flops(cost) + sum(c.get("flops", 0.0) for c in charges),
         )
         self.sources[role] = spec.run_id
         return model.to(self.device), spec.run_id
@@ -311,7 +354,7 @@ class Run:
         history: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         best_state = None
-        loop = StepLoop(method, model, ctx, total_steps, self.precision)
+        loop = StepLoop(method, model, ctx, total_steps, self.precision, self.stage_flops)
         checkpoints = Checkpoints(self.out_dir, spec.run_id)
         if method.trains and (resumed := self.resume(checkpoints, loop)) is not None:
             history, best, best_state, started = resumed
@@ -468,6 +511,7 @@ class Run:
         # post-selection analyses (pruning sweeps...) are reported apart: they are not part of producing the model
         cost.update(setup_seconds=self.setup_seconds, total_seconds=total_seconds,
                     analysis_seconds=time.perf_counter() - t_analysis)  # fmt: skip
+        cost["train_flops_per_sample"] = {stage.name: flops for stage, flops in self.stage_flops.items()}
         if self.resumes:
             cost["resumes"] = self.resumes
         return RunRecord(

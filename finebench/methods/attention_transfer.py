@@ -28,11 +28,11 @@ ours at the same beta: `beta=2000` gives their weighting.
 Teacher: trained (or loaded from the store when already recorded) through `ctx.source_model`, so it is trained once
 per suite and reused by every method and seed that asks for the same teacher (`teacher_seed`, default 0, is the
 teacher's seed for all student seeds; null trains one teacher per student seed); its whole training cost is charged
-to every run that uses it (`teacher:cut-full`), and its forward FLOPs per step as `teacher_forward` (its forward
-time runs inside the student's step and is part of the train time). `teacher_checkpoint=PATH` uses a given state
-dict instead; its cost is then unknown and nothing is charged for it (the record says so). `teacher_config` is the
-teacher's own `cut-full` configuration (e.g. `{freeze_stages: 2, freeze_bn: true}`, the paper's CUB setting for the
-teacher as for the student), part of the teacher run's spec.
+to every run that uses it (`teacher:cut-full`); its forward (and, for gradient AT, its input-gradient backward) runs
+inside the student's step, so its time is train time and its FLOPs are in the step's measured training FLOPs.
+`teacher_checkpoint=PATH` uses a given state dict instead; its cost is then unknown and nothing is charged for it
+(the record says so). `teacher_config` is the teacher's own `cut-full` configuration (e.g. `{freeze_stages: 2,
+freeze_bn: true}`, the paper's CUB setting for the teacher as for the student), part of the teacher run's spec.
 """
 
 from __future__ import annotations
@@ -352,7 +352,6 @@ class Distillation(Method):
         self.teacher = teacher
         self.teacher_flops = forward_flops(teacher, ctx.spec.train.resolution, ctx.device)
         self.renormalise = renormaliser(ctx.spec.backbone, self.teacher_backbone(ctx.spec.backbone), ctx.device)
-        self.pending = 0
         self.pairs: list[tuple[str, str]] = []
         if self.uses_at and self.config.kind == "activation":
             s_map, t_map = stage_map(model), stage_map(teacher)
@@ -390,7 +389,6 @@ class Distillation(Method):
         else:
             with torch.no_grad():
                 teacher_logits = self.teacher(self.renormalise(x))
-        self.pending += len(y)
         ce = F.cross_entropy(out, y)
         if self.uses_kd:  # both terms carry their weights: their sum is what trains
             kd = cfg.alpha * kd_loss(out, teacher_logits, cfg.temperature)
@@ -405,13 +403,6 @@ class Distillation(Method):
             maps = sum(at_loss(s_out[s], t_out[t], cfg.p, cfg.mode) for s, t in self.pairs)
             terms["at"] = self.at_weight() / 2 * maps
         return terms
-
-    def on_epoch_end(self, model: nn.Module, epoch: int, ctx: Context) -> None:
-        # the teacher's forward passes ran inside the student's steps (their time is train time); book their FLOPs
-        per_image = self.teacher_flops * (3 if self.gradient_kind() else 1)  # + the input-gradient backward
-        # samples=0: these are the student's own batches (already counted), seen by the teacher once more
-        ctx.budget.charge("teacher_forward", samples=0, flops=per_image * self.pending)
-        self.pending = 0
 
     def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
         out: dict[str, Any] = {"teacher": dict(self.teacher_info, flops_per_image=self.teacher_flops)}

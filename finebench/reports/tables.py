@@ -92,8 +92,9 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "total_seconds": own + charged,
         # everything it took to produce the model, charged phases included
         "samples_total": r.cost.get("samples", 0) + sum(c.get("samples", 0) for c in charges),
-        "pflops_total": ((r.cost.get("train_flops_estimate") or 0.0) + sum(c.get("flops", 0.0) for c in charges))
-        / 1e15,
+        # training FLOPs as measured (older records: the 3 x forward estimate they were written with)
+        "flops_total": (r.cost.get("train_flops", r.cost.get("train_flops_estimate")) or 0.0)
+        + sum(c.get("flops", 0.0) for c in charges),
         **({"seconds_to_target": seconds_to_target(r, target)} if target is not None else {}),
         "trainable": r.params["trainable"],
         "total": r.params["total"],
@@ -147,7 +148,7 @@ METRICS = (
     "own_seconds",
     "total_seconds",
     "samples_total",
-    "pflops_total",
+    "flops_total",
 )
 
 
@@ -252,7 +253,7 @@ COLUMNS = (
     Column("own time (s)", "own time (s)", "own_seconds", "sec"),
     Column("time incl. teacher/source (s)", "time incl. teacher/source (s)", "total_seconds", "sec"),
     Column("samples incl. charged", "samples incl.\\ charged", "samples_total", "count"),
-    Column("train PFLOPs incl. charged", "train PFLOPs incl.\\ charged", "pflops_total", "flops"),
+    Column("train FLOPs incl. charged", "train FLOPs incl.\\ charged", "flops_total", "flops"),
     Column("trainable / total params", "trainable / total params", "trainable", "params"),
 )
 
@@ -285,6 +286,16 @@ def human_count(n: float) -> str:
         if n >= div:
             return f"{n / div:.2f}{suffix}"
     return f"{int(n)}"
+
+
+def human_flops(n: float) -> str:
+    """FLOPs with an SI prefix and three significant digits (1.23 PFLOP, 456 GFLOP): never `0.000`."""
+    if not n == n:  # NaN
+        return "—"
+    for div, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {prefix}FLOP"
+    return f"{n:.3g} FLOP"
 
 
 def significance_cell(row: pd.Series) -> str:
@@ -320,7 +331,7 @@ def cell(row: pd.Series, col: Column, pm: str) -> str:
         text = f"{mean:.1f}" + ("" if math.isnan(std) else f" {pm} {std:.1f}")
         return text + ("" if reached == n else f" ({reached}/{n} seeds)")
     if col.kind == "flops":
-        return f"{row[f'{col.metric}_mean']:.3f}"
+        return human_flops(row[f"{col.metric}_mean"])
     mean, std = row[f"{col.metric}_mean"], row[f"{col.metric}_std"]
     digits = 1
     text = f"{mean:.{digits}f}"
