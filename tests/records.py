@@ -23,3 +23,14 @@ def make_record(method: str, seed: int, top1: float, top3: float = 90.0, *, epoc
         cost={"total_seconds": seconds, "charged_seconds": 0.0, "capped": False},
         params={"trainable": 1500, "total": 2_500_000},
     )
+
+
+def with_predictions(record: RunRecord, hits: list[bool], target: list[int]) -> RunRecord:
+    """The record with per-image test results: right where `hits` is true (predicting the label), else wrong."""
+    from finebench.results.predictions import encode
+
+    num = max(target) + 1
+    pred = [t if h else (t + 1) % num for h, t in zip(hits, target, strict=True)]
+    record.best["test_predictions"] = encode(pred, target, hits)
+    record.best["test"]["top1"] = 100.0 * sum(hits) / len(hits)
+    return record

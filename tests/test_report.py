@@ -2,6 +2,7 @@ import shutil
 import statistics
 import subprocess
 
+import numpy as np
 import pytest
 
 from finebench.reports import write_report
@@ -29,9 +30,9 @@ def test_mean_std_n_per_method():
 def test_markdown_table_rows_and_values():
     recs = [make_record("cut-full", s, v) for s, v in enumerate([80.0, 82.0])] + [make_record("cut-fc", 0, 55.0)]
     md = markdown(summary_of(recs))
-    assert "| method | n | test top-1 (%) | 95 % CI | Δ vs baseline | test top-3 (%)" in md
-    assert "| cut-full | 2 | **81.0 ± 1.4** | [68.3, 93.7] | baseline | 90.0 ± 0.0 |" in md
-    assert "| cut-fc | 1 | 55.0 | — | no test (n=1) | 90.0 |" in md  # one seed: no std, no interval, no test
+    assert "| method | n | test top-1 (%) | 95 % CI (seeds) | Δ vs baseline (seeds) | 95 % CI (test images) |" in md
+    assert "| cut-full | 2 | **81.0 ± 1.4** | [68.3, 93.7] | baseline | — | baseline | 90.0 ± 0.0 |" in md
+    assert "| cut-fc | 1 | 55.0 | — | no test (n=1) | — | — | 90.0 |" in md  # one seed: no std, no interval, no test
     assert "1.50k / 2.50M" in md and "seeds 0,1" in md
     assert md.index("cut-fc") < md.index("| cut-full")
 
@@ -352,7 +353,7 @@ def test_metric_chooses_what_the_table_leads_with_tests_and_bolds():
     top3 = summarize(runs_frame(recs), metric="top3")
     md = markdown(top3)
     header = next(line for line in md.splitlines() if line.startswith("| method"))
-    assert header.startswith("| method | n | test top-3 (%) | 95 % CI | Δ vs baseline | test top-1 (%) |")
+    assert header.startswith("| method | n | test top-3 (%) | 95 % CI (seeds) | Δ vs baseline (seeds) | 95 % CI (test")
     row = next(line for line in md.splitlines() if line.startswith("| cut-fc "))
     assert "**96.5 ± 1.5**" in row and "| +5.5 (p=" in row  # top-3 differences 5, 5.5, 6 over the seeds
     lo, hi = top3.set_index("method").loc["cut-fc", "ci"]
@@ -361,3 +362,44 @@ def test_metric_chooses_what_the_table_leads_with_tests_and_bolds():
     assert "**81.0 ± 1.0**" in next(line for line in top1.splitlines() if line.startswith("| cut-full "))
     with pytest.raises(ValueError, match="metric 'top5' is not one of top1, top3, mean_class"):
         summarize(runs_frame(recs), metric="top5")
+
+
+def test_test_image_intervals_and_paired_tests_and_rows_that_train_nothing():
+    from finebench.results.predictions import decode, encode
+
+    from records import with_predictions
+
+    rng = np.random.default_rng(0)
+    target = [0] * 50 + [1] * 50
+    recs = []
+    for seed in range(3):
+        base = rng.random(100) < 0.75
+        better = base | (rng.random(100) < 0.6)  # right wherever the baseline is, and on more
+        recs.append(with_predictions(make_record("cut-full", seed, 0.0), base.tolist(), target))
+        recs.append(with_predictions(make_record("cut-fc", seed, 0.0), better.tolist(), target))
+        sp = with_predictions(make_record("semantic-pruning", seed, 0.0), base.tolist(), target)
+        sp.epochs = []  # trains nothing: its row is its source model's
+        recs.append(sp)
+    other = with_predictions(make_record("cut-last", 0, 0.0), [True] * 100, target)
+    other.dataset["split_hash"] = "another split"  # never paired with the baseline's seed 0
+    recs.append(other)
+    recs.append(with_predictions(make_record("cut-last", 1, 0.0), [True] * 100, target))
+    full = summary_of(recs)
+    summary = full.set_index("method")
+    fc = summary.loc["cut-fc"]
+    lo, hi = fc["ci_images"]
+    assert lo < fc["test_top1_mean"] < hi
+    assert fc["images_delta"] == pytest.approx(fc["test_top1_mean"] - summary.loc["cut-full", "test_top1_mean"])
+    assert fc["images_p_holm"] < 0.01
+    # the untrained row: interval yes, no test, not in either Holm family, never bold
+    sp = summary.loc["semantic-pruning"]
+    assert sp["ci_images"] is not None and sp["images_p"] is None and sp["p"] is None and not sp["best"]
+    assert summary.loc["cut-last", "pairs"] == 1  # seed 1 only: seed 0 ran on another split
+    base_seed1 = next(r for r in recs if r.spec["method"] == "cut-full" and r.spec["seed"] == 1)
+    assert summary.loc["cut-last", "images_delta"] == pytest.approx(100 - base_seed1.best["test"]["top1"])
+    md = markdown(full)
+    assert "not tested (no model of its own)" in md and "95 % CI (test images): stratified bootstrap" in md
+    # the compact encoding round-trips
+    data = decode(encode([3, 0, 65535], [3, 1, 2], [True, False, True]))
+    assert data["pred"].tolist() == [3, 0, 65535] and data["top3"].tolist() == [True, False, True]
+    assert decode(None) is None

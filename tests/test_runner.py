@@ -131,3 +131,44 @@ def test_random_resized_crops_run_on_the_cached_tensors_and_replay_per_epoch():
     assert first[0].shape == (4, 3, size, size)
     assert all(torch.equal(a, c) for a, c in zip(first, again, strict=True))  # replayable
     assert not torch.equal(first[0], other[0])  # each epoch its own crops
+
+
+def test_per_image_test_results_are_recorded_and_agree_with_the_metrics(tmp_path):
+    import numpy as np
+
+    from finebench.results.predictions import decode
+
+    r = run(spec(), tmp_path)
+    data = decode(r.best["test_predictions"])
+    assert len(data["pred"]) == r.dataset["sizes"]["test"] == r.best["test"]["n"]
+    hits = data["pred"] == data["target"]
+    assert 100 * hits.mean() == pytest.approx(r.best["test"]["top1"])
+    assert 100 * data["top3"].mean() == pytest.approx(r.best["test"]["top3"])
+    per_class = [hits[data["target"] == c].mean() for c in np.unique(data["target"])]
+    assert 100 * np.mean(per_class) == pytest.approx(r.best["test"]["mean_class"])
+    assert "pred" not in r.best["test"]  # kept compactly, once
+
+
+def test_split_seed_can_follow_each_runs_seed_and_a_teacher_follows_its_student(tmp_path):
+    from finebench.benchmark.spec import SpecError
+    from finebench.reports.tables import budget_key
+
+    a = run(spec(split_seed="seed"), tmp_path)
+    b = run(spec(split_seed="seed", seeds=[1]), tmp_path)
+    shared = run(spec(seeds=[1]), tmp_path)  # the default: one split (seed 0) for every seed
+    assert (a.dataset["split_seed"], b.dataset["split_seed"], shared.dataset["split_seed"]) == (0, 1, 0)
+    assert (
+        a.dataset["split_hash"] != b.dataset["split_hash"] and shared.dataset["split_hash"] == a.dataset["split_hash"]
+    )
+    assert budget_key(a.spec) == budget_key(b.spec)  # one table, whose seeds resample the split
+    kd = run(spec(methods="kd", seeds=[1], split_seed="seed", method_config={"kd": {"teacher": "test_resnet"}}),
+             tmp_path)  # fmt: skip
+    from finebench.results.store import ResultStore
+
+    teacher = ResultStore(tmp_path).get(kd.sources["teacher"])
+    assert (
+        teacher.spec["seed"] == 0
+        and teacher.dataset["split_hash"] == kd.dataset["split_hash"] == b.dataset["split_hash"]
+    )  # the teacher (seed 0) never saw the student's test images
+    with pytest.raises(SpecError, match="split_seed: expected an integer or 'seed'"):
+        spec(split_seed="sed")

@@ -34,6 +34,7 @@ from finebench.datasets import build_dataset
 from finebench.datasets.cache import cached_images
 from finebench.datasets.split import cap_per_class, make_split
 from finebench.methods import METHODS, Context, Method, Stage
+from finebench.results import predictions
 from finebench.results.atomic import atomic_write
 from finebench.results.faults import crash_point
 from finebench.results.lock import RunLock
@@ -194,7 +195,8 @@ class Run:
             skip_bad=cfg.skip_bad_images,
         )  # fmt: skip
         keep = np.setdiff1d(np.arange(len(data)), self.bad_images)
-        split = make_split(data.subset(keep) if self.bad_images else data, cfg.split, cfg.split_seed,
+        self.split_seed = spec.seed if cfg.split_seed == "seed" else cfg.split_seed
+        split = make_split(data.subset(keep) if self.bad_images else data, cfg.split, self.split_seed,
                            self.out_dir / "splits")  # fmt: skip
         if self.bad_images:  # the split is of the readable items; map it back to positions in the full set
             split = dataclasses.replace(split, train=keep[split.train], val=keep[split.val], test=keep[split.test])
@@ -291,6 +293,8 @@ class Run:
         if not cls.keep_model:
             raise ValueError(f"method {method_name!r} does not keep its model, so it cannot serve as a source")
         train = self.spec.train if weights is None else dataclasses.replace(self.spec.train, weights=weights)
+        if train.split_seed == "seed" and seed is not None and seed != self.spec.seed:
+            train = dataclasses.replace(train, split_seed=self.spec.seed)  # a source of another seed: on our split
         spec = RunSpec(
             method_name,
             dataclasses.asdict(cls.Config(**(config or {}))),
@@ -489,7 +493,9 @@ class Run:
         if type(method).finalize is not Method.finalize:
             model = method.finalize(model, ctx)
             best["val_finalized"] = self.evaluate(model, self.loaders["val"])
-        best["test"] = self.evaluate(model, self.test_loader)
+        test = self.evaluate(model, self.test_loader, predictions=True)
+        best["test_predictions"] = predictions.encode(test.pop("pred"), test.pop("target"), test.pop("top3_hit"))
+        best["test"] = test
         self.model = model
         params["deployed"] = sum(p.numel() for p in model.parameters())  # after finalize (folding, pruning)
         ctx.budget.eval_seconds += time.perf_counter() - t_eval
@@ -550,6 +556,7 @@ class Run:
             "license": info.license,
             "root": info.root,
             "split_hash": self.split.hash,
+            "split_seed": self.split_seed,
             "split_policy": self.split.policy,
             "skipped_bad_images": len(self.bad_images),
             "split_file": str(self.split.path.relative_to(self.out_dir)) if self.split.path else None,

@@ -51,7 +51,7 @@ class TrainConfig:
     resize: str = "center-crop"  # center-crop: shorter side to resolution, then crop; squash: no crop
     augment: str = "flip"  # flip: horizontal flips; rrc: random-resized crops (area 35-100 %) + flips; none
     sampler: str = "uniform"  # uniform: each train item once per epoch; balanced: classes equally likely
-    split_seed: int = 0
+    split_seed: int | str = 0  # the split's seed, the same for every run; "seed": each run's seed (resampled splits)
     split: tuple[float, ...] = (0.7, 0.15, 0.15)  # train / val / test fractions, stratified by class
     train_per_class: int | None = None  # cap on train images per class (quick runs and tests); None: all
     select_metric: str = "top1"  # val metric that picks the best epoch
@@ -265,6 +265,8 @@ def validate_train(cfg: TrainConfig) -> TrainConfig:
         raise SpecError(f"train_per_class: must be >= 1, got {cfg.train_per_class}")
     if len(cfg.split) != 3 or any(f <= 0 for f in cfg.split) or abs(sum(cfg.split) - 1) > 1e-6:
         raise SpecError(f"split: expected three positive train/val/test fractions summing to 1, got {list(cfg.split)}")
+    if isinstance(cfg.split_seed, str) and cfg.split_seed != "seed":
+        raise SpecError(f"split_seed: expected an integer or 'seed' (each run's own seed), got {cfg.split_seed!r}")
     if cfg.time_budget is not None and cfg.time_budget <= 0:
         raise SpecError(f"time_budget: must be positive, got {cfg.time_budget}")
     return cfg

@@ -43,7 +43,8 @@ def evaluate(
     precision: Precision = FP32,
 ) -> dict[str, Any]:
     """top-1, top-3, mean per-class accuracy (%) and mean cross-entropy over all batches (forward under the run's
-    autocast, metrics in fp32); with keep_predictions, also the top-1 predictions and targets in batch order."""
+    autocast, metrics in fp32); with keep_predictions, also the top-1 predictions, the targets and whether each
+    target was among the top three, in batch order."""
     was_training = model.training
     model.eval()
     k = min(3, num_classes)
@@ -51,7 +52,7 @@ def evaluate(
     loss = 0.0
     per_class_hit = torch.zeros(num_classes)
     per_class_n = torch.zeros(num_classes)
-    preds, targets = [], []
+    preds, targets, top3 = [], [], []
     for x, y in batches:
         with precision.autocast():
             logits = method.logits(method.forward(model, x)).float()
@@ -61,6 +62,7 @@ def evaluate(
         if keep_predictions:
             preds += topk[:, 0].tolist()
             targets += y.tolist()
+            top3 += (topk == y[:, None]).any(1).tolist()
         correct1 += int(hit1.sum())
         correct3 += int((topk == y[:, None]).any(1).sum())
         yc = y.cpu()
@@ -69,7 +71,7 @@ def evaluate(
         n += len(y)
     model.train(was_training)
     seen = per_class_n > 0
-    extra = {"pred": preds, "target": targets} if keep_predictions else {}
+    extra = {"pred": preds, "target": targets, "top3_hit": top3} if keep_predictions else {}
     return extra | {
         "top1": 100.0 * correct1 / max(n, 1),
         "top3": 100.0 * correct3 / max(n, 1),

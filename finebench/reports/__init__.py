@@ -106,7 +106,7 @@ def write_report(
         report.written.append(out / "results.tex")
     if fmt in ("csv", "all"):
         csv_frame(summary).to_csv(out / "results.csv", index=False)
-        runs.to_csv(out / "runs.csv", index=False)
+        runs.drop(columns=["images"]).to_csv(out / "runs.csv", index=False)
         report.written += [out / "results.csv", out / "runs.csv"]
     (out / "index.md").write_text(index(report.written, out))
     report.written.append(out / "index.md")

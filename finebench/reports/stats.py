@@ -69,3 +69,46 @@ def holm(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+RESAMPLES = 2000  # bootstrap resamples of the test images: the smallest two-sided p is 1/2001 = 0.0005
+
+
+class ImageBootstrap:
+    """Resamples of one test set's images, drawn class by class with replacement (the split is stratified, so each
+    class keeps its number of test images), seeded from the test set's identity: every method evaluated on these
+    images is resampled on the same draws, so a difference between two methods is resampled on the same images
+    (a paired bootstrap)."""
+
+    def __init__(self, target: np.ndarray, seed: int, resamples: int = RESAMPLES) -> None:
+        rng = np.random.default_rng(seed)
+        self.n = len(target)
+        self.classes = [np.flatnonzero(target == c) for c in np.unique(target)]
+        self.weights = [rng.multinomial(len(idx), np.full(len(idx), 1 / len(idx)), size=resamples)
+                        for idx in self.classes]  # fmt: skip
+
+    def statistic(self, hits: np.ndarray, per_class: bool) -> np.ndarray:
+        """The accuracy (%) of each resample from per-image hits (0/1, in the test set's order): overall, or the
+        mean over classes of each class's accuracy (`per_class`)."""
+        counts = [w @ hits[idx].astype(float) for w, idx in zip(self.weights, self.classes, strict=True)]
+        if per_class:
+            return 100.0 * np.mean([c / len(idx) for c, idx in zip(counts, self.classes, strict=True)], axis=0)
+        return 100.0 * np.sum(counts, axis=0) / self.n
+
+    def observed(self, hits: np.ndarray, per_class: bool) -> float:
+        if per_class:
+            return 100.0 * float(np.mean([hits[idx].mean() for idx in self.classes]))
+        return 100.0 * float(hits.mean())
+
+
+def image_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates."""
+    lo, hi = np.percentile(replicates, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def bootstrap_p(replicates: np.ndarray, observed: float) -> float:
+    """Two-sided p of a paired bootstrap difference: the share of replicates, centred on the observed difference,
+    at least as far from it as the observed difference is from 0 (with the usual +1 on both sides)."""
+    extreme = np.abs(replicates - observed) >= abs(observed) - 1e-12
+    return float((1 + extreme.sum()) / (1 + len(replicates)))

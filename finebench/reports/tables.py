@@ -13,10 +13,20 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from finebench.benchmark.spec import identity_train
-from finebench.reports.stats import holm, paired_test, t_interval
+from finebench.reports.stats import (
+    RESAMPLES,
+    ImageBootstrap,
+    bootstrap_p,
+    holm,
+    image_interval,
+    paired_test,
+    t_interval,
+)
+from finebench.results import predictions
 from finebench.results.record import RunRecord
 
 
@@ -63,6 +73,13 @@ def seconds_to_target(r: RunRecord, target: float) -> float:
     return math.nan
 
 
+def train_flops(cost: dict) -> float:
+    """Measured training FLOPs; records written before they were measured hold the 3 x forward estimate; NaN when a
+    record has neither."""
+    value = cost.get("train_flops", cost.get("train_flops_estimate"))
+    return math.nan if value is None else float(value)
+
+
 def run_row(r: RunRecord, target: float | None = None) -> dict:
     train = r.spec["train"]
     own = r.cost["total_seconds"]
@@ -93,13 +110,14 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         # everything it took to produce the model, charged phases included
         "samples_total": r.cost.get("samples", 0) + sum(c.get("samples", 0) for c in charges),
         # training FLOPs as measured (older records: the 3 x forward estimate they were written with)
-        "flops_total": (r.cost.get("train_flops", r.cost.get("train_flops_estimate")) or 0.0)
-        + sum(c.get("flops", 0.0) for c in charges),
+        "flops_total": train_flops(r.cost) + sum(c.get("flops", 0.0) for c in charges),
         **({"seconds_to_target": seconds_to_target(r, target)} if target is not None else {}),
         "trainable": r.params["trainable"],
         "total": r.params["total"],
         "capped": bool(r.cost.get("capped")),
         "split_hash": r.dataset["split_hash"],
+        "trained": bool(r.epochs),  # False: the method trains no model of its own (an analysis of a source model)
+        "images": predictions.decode(r.best.get("test_predictions")),  # per-image test results (newer records)
     }
 
 
@@ -165,23 +183,29 @@ ALPHA = 0.05
 
 
 def significance(runs: pd.DataFrame, summary: pd.DataFrame, baseline: str, metric: str = "test_top1") -> None:
-    """Per (dataset, backbone, budget): each method against `baseline` on `metric`, paired by seed, Holm-corrected
-    over the table's methods. Adds columns test, pairs, delta, p, p_holm (None where no test is possible)."""
+    """Per (dataset, backbone, budget): each method against `baseline` on `metric`, paired by seed (and split),
+    Holm-corrected over the table's methods. Adds columns test, pairs, delta, p, p_holm (None where no test is
+    possible). Rows of methods that train no model of their own (semantic pruning's row is its source model) are
+    not tested and stay out of the Holm family."""
     for col in ("test", "pairs", "delta", "p", "p_holm"):
         summary[col] = None
     for _, group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
         key = group.iloc[0][["dataset", "backbone", "budget"]]
         in_table = runs[(runs["dataset"] == key["dataset"]) & (runs["backbone"] == key["backbone"])
                         & (runs["budget"] == key["budget"])]  # fmt: skip
-        base = in_table[in_table["method"] == baseline].set_index("seed")[metric]
+        base_runs = in_table[in_table["method"] == baseline].set_index("seed")
+        base = base_runs[metric]
         if base.empty:
             continue
         tested = []
         for idx, row in group.iterrows():
-            if row["method"] == baseline or row["method"].startswith(f"{TEACHER}:"):
+            if row["method"] == baseline or row["method"].startswith(f"{TEACHER}:") or not row["trained"]:
                 continue
-            mine = in_table[in_table["method"] == row["method"]].set_index("seed")[metric]
-            seeds = sorted(set(mine.index) & set(base.index))
+            mine_runs = in_table[in_table["method"] == row["method"]].set_index("seed")
+            mine = mine_runs[metric]
+            # pairs: the same seed on the same split (runs with different splits are never paired)
+            seeds = sorted(s for s in set(mine.index) & set(base.index)
+                           if mine_runs.loc[s, "split_hash"] == base_runs.loc[s, "split_hash"])  # fmt: skip
             result = paired_test(mine[seeds].tolist(), base[seeds].tolist())
             summary.loc[idx, "pairs"] = len(seeds)
             if result is not None:
@@ -191,6 +215,60 @@ def significance(runs: pd.DataFrame, summary: pd.DataFrame, baseline: str, metri
             adjusted = holm([summary.loc[i, "p"] for i in tested])
             for i, p in zip(tested, adjusted, strict=True):
                 summary.loc[i, "p_holm"] = p
+
+
+# --metric -> (which per-image hits, averaged per class first?)
+IMAGE_HITS = {"top1": ("top1", False), "top3": ("top3", False), "mean_class": ("top1", True)}
+
+
+def image_statistics(runs: pd.DataFrame, summary: pd.DataFrame, baseline: str, metric: str = "top1") -> None:
+    """Intervals and tests that include test-set sampling, from the per-image test results of each run: per row,
+    a 95 % stratified-bootstrap interval over test images of the mean over seeds (`ci_images`); per trained row,
+    the paired bootstrap over the same test images of its difference to `baseline` (mean over the seeds both have
+    on the same split: `images_delta`, `images_p`), Holm-corrected over the table's methods (`images_p_holm`).
+    Rows whose records lack per-image results (written before they were kept) get None."""
+    kind, per_class = IMAGE_HITS[metric]
+    boots: dict[str, ImageBootstrap] = {}
+    for col in ("ci_images", "images_delta", "images_p", "images_p_holm"):
+        summary[col] = None
+
+    def resampled(split_hash: str, images: dict) -> tuple[np.ndarray, float]:
+        if split_hash not in boots:  # one set of draws per test set, shared by every row
+            seed = int(hashlib.sha256(split_hash.encode()).hexdigest()[:8], 16)
+            boots[split_hash] = ImageBootstrap(images["target"], seed=seed)
+        boot = boots[split_hash]
+        hits = images["pred"] == images["target"] if kind == "top1" else images["top3"]
+        return boot.statistic(hits, per_class), boot.observed(hits, per_class)
+
+    for _, group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
+        key = group.iloc[0]
+        in_table = runs[(runs["dataset"] == key["dataset"]) & (runs["backbone"] == key["backbone"])
+                        & (runs["budget"] == key["budget"])]  # fmt: skip
+        per_row: dict = {}
+        for idx, row in group.iterrows():
+            mine = in_table[in_table["method"] == row["method"]]
+            if mine["images"].isna().any():
+                continue
+            per_row[idx] = {r.seed: (r.split_hash, *resampled(r.split_hash, r.images)) for r in mine.itertuples()}
+            summary.at[idx, "ci_images"] = image_interval(np.mean([v[1] for v in per_row[idx].values()], axis=0))
+        base = next((i for i, r in group.iterrows() if r["method"] == baseline and i in per_row), None)
+        tested = []
+        for idx, row in group.iterrows():
+            if idx not in per_row or base is None or idx == base or row["method"].startswith(f"{TEACHER}:"):
+                continue
+            if not row["trained"]:
+                continue
+            pairs = [(per_row[idx][s], per_row[base][s]) for s in per_row[idx]
+                     if s in per_row[base] and per_row[idx][s][0] == per_row[base][s][0]]  # fmt: skip
+            if not pairs:
+                continue
+            diff = np.mean([m[1] - b[1] for m, b in pairs], axis=0)
+            observed = float(np.mean([m[2] - b[2] for m, b in pairs]))
+            summary.at[idx, "images_delta"] = observed
+            summary.at[idx, "images_p"] = bootstrap_p(diff, observed)
+            tested.append(idx)
+        for i, p in zip(tested, holm([summary.at[i, "images_p"] for i in tested]), strict=True):
+            summary.at[i, "images_p_holm"] = p
 
 
 def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1") -> pd.DataFrame:
@@ -213,6 +291,7 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1"
     for m in ("trainable", "total", "epochs", "resolution", "arithmetic"):
         out[m] = g[m].first()
     out["capped"] = g["capped"].sum()
+    out["trained"] = g["trained"].any()
     out["seeds"] = g["seed"].apply(lambda s: ",".join(str(v) for v in sorted(s)))
     out["commits"] = g["commit"].apply(lambda s: ",".join(sorted(set(s))))
     dup = g["seed"].apply(lambda s: s.duplicated().any())
@@ -222,10 +301,11 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1"
     out["ci"] = g[key].apply(lambda v: t_interval(v.tolist()))
     out = out.reset_index()
     significance(runs, out, baseline, key)
+    image_statistics(runs, out, baseline, metric)
     out["baseline"] = baseline
     out.attrs["target"] = runs.attrs.get("target")
     out.attrs["metric"] = metric
-    contenders = out[~out["method"].str.startswith(f"{TEACHER}:")]
+    contenders = out[~out["method"].str.startswith(f"{TEACHER}:") & out["trained"]]
     best = contenders.groupby(["dataset", "backbone", "budget"])[f"{key}_mean"].transform("max")
     out["best"] = False
     out.loc[contenders.index, "best"] = contenders[f"{key}_mean"] >= best - 1e-9
@@ -243,8 +323,10 @@ class Column:
 COLUMNS = (
     Column("n", "$n$", "n", "n"),
     Column("test top-1 (%)", r"test top-1 (\%)", "test_top1", "pct"),
-    Column("95 % CI", r"95\,\% CI", "test_top1", "ci"),
-    Column("Δ vs baseline", r"$\Delta$ vs baseline", "test_top1", "sig"),
+    Column("95 % CI (seeds)", r"95\,\% CI (seeds)", "test_top1", "ci"),
+    Column("Δ vs baseline (seeds)", r"$\Delta$ vs baseline (seeds)", "test_top1", "sig"),
+    Column("95 % CI (test images)", r"95\,\% CI (test images)", "test_top1", "ci_images"),
+    Column("Δ vs baseline (test images)", r"$\Delta$ vs baseline (test images)", "test_top1", "sig_images"),
     Column("test top-3 (%)", r"test top-3 (\%)", "test_top3", "pct"),
     Column("val top-1 (%)", r"val top-1 (\%)", "val_top1", "pct"),
     Column("last-epoch test top-1 (%)", r"last-epoch test top-1 (\%)", "last_test_top1", "pct"),
@@ -265,9 +347,9 @@ def columns(summary: pd.DataFrame) -> tuple[Column, ...]:
     key, label = PRIMARY[summary.attrs.get("metric", "top1")]
     if key != "test_top1":
         primary = Column(f"{label} (%)", tex_escape(label) + r" (\%)", key, "pct")
-        rest = [c for c in COLUMNS[4:] if c.metric != key]
-        cols = (COLUMNS[0], primary, dataclasses.replace(COLUMNS[2], metric=key),
-                dataclasses.replace(COLUMNS[3], metric=key), COLUMNS[1], *rest)  # fmt: skip
+        rest = [c for c in COLUMNS[6:] if c.metric != key]
+        tests = [dataclasses.replace(c, metric=key) for c in COLUMNS[2:6]]
+        cols = (COLUMNS[0], primary, *tests, COLUMNS[1], *rest)
     target = summary.attrs.get("target")
     if target is None:
         return cols
@@ -301,14 +383,30 @@ def human_flops(n: float) -> str:
 def significance_cell(row: pd.Series) -> str:
     if row["method"] == row["baseline"]:
         return "baseline"
+    if not row.get("trained", True):
+        return "not tested (no model of its own)"
     if row["method"].startswith(f"{TEACHER}:") or row["pairs"] is None:
         return "—"
     if row["p_holm"] is None:
         why = f"n={int(row['pairs'])}" if row["pairs"] < 2 else "the same difference on every seed"
         return f"no test ({why})"
-    mark = "" if row["p_holm"] < ALPHA else " n.s."
-    p = "p<0.001" if row["p_holm"] < 0.001 else f"p={row['p_holm']:.3f}"
-    return f"{row['delta']:+.1f} ({p}){mark}"
+    return delta_text(row["delta"], row["p_holm"])
+
+
+def delta_text(delta: float, p_holm: float) -> str:
+    mark = "" if p_holm < ALPHA else " n.s."
+    p = "p<0.001" if p_holm < 0.001 else f"p={p_holm:.3f}"
+    return f"{delta:+.1f} ({p}){mark}"
+
+
+def image_significance_cell(row: pd.Series) -> str:
+    if row["method"] == row["baseline"]:
+        return "baseline"
+    if not row.get("trained", True):
+        return "not tested (no model of its own)"
+    if row.get("images_p_holm") is None:
+        return "—"
+    return delta_text(row["images_delta"], row["images_p_holm"])
 
 
 def cell(row: pd.Series, col: Column, pm: str) -> str:
@@ -319,6 +417,11 @@ def cell(row: pd.Series, col: Column, pm: str) -> str:
         return "—" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
     if col.kind == "sig":
         return significance_cell(row)
+    if col.kind == "ci_images":
+        ci = row.get("ci_images")
+        return "—" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+    if col.kind == "sig_images":
+        return image_significance_cell(row)
     if col.kind == "params":
         return f"{human_count(row['trainable'])} / {human_count(row['total'])}"
     if col.kind == "count":  # identical across seeds by construction (the budget): the mean alone
@@ -364,7 +467,15 @@ def caption(group: pd.DataFrame, metric: str = "top1") -> str:
             + (f"{' / '.join(tests)} test, Holm-corrected over this table's methods, n.s.: p ≥ {ALPHA}"
                if tests else "no test possible with fewer than 2 seeds")
         )  # fmt: skip
-    return text + f" · 95 % CI and bold (best): {label}"
+    if group["ci_images"].notna().any():
+        text += (
+            " · 95 % CI (seeds): t-interval of the mean over seeds (seed variance only; every seed may share one test"
+            " set); 95 % CI (test images): stratified bootstrap over the test images of the mean over seeds "
+            f"({RESAMPLES} resamples), which adds the test set's sampling error; Δ (test images): paired bootstrap "
+            "over the same test images against the baseline, on the seeds both have on the same split, "
+            "Holm-corrected over this table's methods"
+        )
+    return text + f" · bold (best): {label}"
 
 
 def tex_escape(text: str) -> str:
@@ -429,7 +540,8 @@ def latex(summary: pd.DataFrame) -> str:
 def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as flat columns (the interval as two numbers), for spreadsheets and plotting scripts."""
     key = PRIMARY[summary.attrs.get("metric", "top1")][0]
-    flat = summary.drop(columns=["ci"]).copy()
-    flat[f"{key}_ci_low"] = [None if ci is None else ci[0] for ci in summary["ci"]]
-    flat[f"{key}_ci_high"] = [None if ci is None else ci[1] for ci in summary["ci"]]
+    flat = summary.drop(columns=["ci", "ci_images"]).copy()
+    for col, name in (("ci", "ci"), ("ci_images", "ci_images")):
+        flat[f"{key}_{name}_low"] = [None if ci is None else ci[0] for ci in summary[col]]
+        flat[f"{key}_{name}_high"] = [None if ci is None else ci[1] for ci in summary[col]]
     return flat
