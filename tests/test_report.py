@@ -403,3 +403,38 @@ def test_test_image_intervals_and_paired_tests_and_rows_that_train_nothing():
     data = decode(encode([3, 0, 65535], [3, 1, 2], [True, False, True]))
     assert data["pred"].tolist() == [3, 0, 65535] and data["top3"].tolist() == [True, False, True]
     assert decode(None) is None
+
+
+def test_a_teacher_weaker_than_the_students_own_baseline_is_marked():
+    """A kd row whose teacher scores below cut-full (the student's own baseline, same freezing) on val gets a † and
+    a note; the AT row whose teacher is stronger than its own (frozen) baseline does not."""
+    from finebench.reports.method_tables import distillation_table
+
+    recs = [make_record("cut-full", s, 80.0) for s in (0, 1)]  # val 81.0
+    frozen = [make_record("cut-full", s, 70.0, run_id=f"frozen-{s}") for s in (0, 1)]  # val 71.0
+    for r in frozen:
+        r.spec["method_config"] = {"freeze_stages": 2, "freeze_bn": True}
+    weak = make_record("cut-full", 0, 75.0, run_id="weak-teacher")  # val 76.0
+    weak.spec["backbone"] = "big_net"
+    weak.spec["method_config"] = {"freeze_stages": 2, "freeze_bn": True}
+    kd = [make_record("kd", s, 79.0, run_id=f"kd-{s}") for s in (0, 1)]
+    at = [make_record("attention-transfer", s, 72.0, run_id=f"at-{s}") for s in (0, 1)]
+    for r in kd + at:
+        r.sources = {"teacher": "weak-teacher"}
+    for r in at:
+        r.spec["method_config"] = {"freeze_stages": 2, "freeze_bn": True}
+    summary = summary_of([*recs, *frozen, weak, *kd, *at])
+    md = markdown(summary)
+    assert "| kd † |" in md and "† kd: its teacher is weaker on val than the student's own baseline (76.0 vs 81.0" in md
+    assert "| attention-transfer (freeze_bn=True, freeze_stages=2) |" in md  # 76.0 > 71.0 of its own baseline
+    assert "79.0 ± 0.0 †" not in distillation_table(summary) and "21.0 ± 0.0 †" in distillation_table(summary)
+    assert r"kd \dag{}" in latex(summary)
+
+
+def test_a_methods_note_labels_its_row():
+    recs = [make_record("cut-full", s, 80.0) for s in (0, 1)]
+    fa = make_record("filter-attention", 0, 70.0)
+    fa.spec["method_config"] = {"penalty": "none", "lam": 0.0}
+    fa.extras["variant"] = "the paper's ablation: attention without a penalty"
+    md = markdown(summary_of([*recs, fa]))
+    assert "| filter-attention (lam=0.0, penalty=none) [the paper's ablation: attention without a penalty] |" in md

@@ -99,7 +99,8 @@ def distillation_table(summary) -> str:
         cells = []
         for m, _ in order:
             g = row[m]
-            cells.append("—" if g.empty else err(g.iloc[0]))
+            weak = not g.empty and g.iloc[0].get("weak_teacher") is not None
+            cells.append("—" if g.empty else err(g.iloc[0]) + (" †" if weak else ""))
         t = teacher.iloc[0]
         lines.append(f"| {dataset} · {backbone} | " + " | ".join(cells) + f" | {err(t)} ({t['method'][9:]}) |")
     if not lines:
@@ -110,7 +111,8 @@ def distillation_table(summary) -> str:
         "| dataset · student | " + " | ".join(name for _, name in order) + " | teacher |",
         "|---|" + "---:|" * (len(order) + 1),
     ]
-    return "\n".join(head + lines) + "\n"
+    note = "† the teacher is weaker on val than the student's own baseline: distillation from a worse model"
+    return "\n".join(head + lines + (["", note] if "†" in "".join(lines) else [])) + "\n"
 
 
 def err(row) -> str:
@@ -125,7 +127,7 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
     optimiser, then accuracy, best epoch and the test against the baseline; cut-fc (the paper's F-only baseline)
     and cut-full as reference rows. One table per (dataset, backbone, budget) that has a filter-attention row."""
     from finebench.methods.filter_attention import parse_schedule
-    from finebench.reports.tables import Column, cell, method_label, significance_cell
+    from finebench.reports.tables import Column, cell, method_label, row_label, significance_cell
 
     def mean_std(row, metric: str) -> str:
         return cell(row, Column(metric, metric, metric, "num"), "±")
@@ -166,7 +168,7 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
             else:
                 continue
             lines.append(
-                f"| {row['method']} | " + " | ".join(cells) + f" | {row['n']} | {mean_std(row, 'test_top1')} | "
+                f"| {row_label(row)} | " + " | ".join(cells) + f" | {row['n']} | {mean_std(row, 'test_top1')} | "
                 f"{mean_std(row, 'test_top3')} | {mean_std(row, 'val_top1')} | {mean_std(row, 'best_epoch')} | "
                 f"{significance_cell(row)} |"
             )

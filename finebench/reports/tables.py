@@ -81,7 +81,7 @@ def train_flops(cost: dict) -> float:
 
 
 def run_row(r: RunRecord, target: float | None = None) -> dict:
-    train = r.spec["train"]
+    train, cfg = r.spec["train"], r.spec.get("method_config", {})
     own = r.cost["total_seconds"]
     charged = r.cost.get("charged_seconds", 0.0)
     charges = r.cost.get("charges", {}).values()
@@ -117,6 +117,11 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "capped": bool(r.cost.get("capped")),
         "split_hash": r.dataset["split_hash"],
         "trained": bool(r.epochs),  # False: the method trains no model of its own (an analysis of a source model)
+        # what a student's own baseline must share with it: cut-full with the same frozen stages and BatchNorm
+        "setting": (int(cfg.get("freeze_stages", 0)), bool(cfg.get("freeze_bn", False))),
+        "teacher_run": r.sources.get("teacher"),
+        "teacher_val": math.nan,  # filled in by runs_frame when the teacher's record is in the store
+        "note": r.extras.get("variant"),  # a method's word on this configuration (e.g. the paper's ablation)
         "images": predictions.decode(r.best.get("test_predictions")),  # per-image test results (newer records)
     }
 
@@ -134,6 +139,8 @@ def runs_frame(records: Iterable[RunRecord], target: float | None = None) -> pd.
         row = run_row(r, target)
         rows.append(row)
         teacher = by_id.get(r.sources.get("teacher", ""))
+        if teacher is not None:
+            row["teacher_val"] = teacher.best["val"]["top1"]
         if teacher is None or (row["dataset"], row["backbone"], row["budget"], teacher.run_id) in teachers:
             continue
         teachers.add((row["dataset"], row["backbone"], row["budget"], teacher.run_id))
@@ -142,7 +149,7 @@ def runs_frame(records: Iterable[RunRecord], target: float | None = None) -> pd.
         differs = weights != r.spec["train"].get("weights", "default")  # the student's weights are the default
         label = f"teacher: {t['method']} ({t['backbone']}" + (f", weights={weights})" if differs else ")")
         group = {k: row[k] for k in ("dataset", "backbone", "budget")}
-        rows.append(t | group | {"method": label, "method_name": TEACHER})
+        rows.append(t | group | {"method": label, "method_name": TEACHER, "teacher_val": math.nan})
     frame = pd.DataFrame(rows)
     frame.attrs["target"] = target
     return frame
@@ -215,6 +222,43 @@ def significance(runs: pd.DataFrame, summary: pd.DataFrame, baseline: str, metri
             adjusted = holm([summary.loc[i, "p"] for i in tested])
             for i, p in zip(tested, adjusted, strict=True):
                 summary.loc[i, "p_holm"] = p
+
+
+def weak_teachers(summary: pd.DataFrame, baseline: str) -> None:
+    """Mark distillation rows whose teacher is weaker on val than the student's own baseline: the table's cut-full
+    row with the student's frozen stages and BatchNorm setting (else the table's baseline). Such a row measures
+    distillation from a worse model. Adds `weak_teacher`: (teacher val top-1, baseline val top-1, baseline row)."""
+    summary["weak_teacher"] = None
+    for idx, row in summary.iterrows():
+        if pd.isna(row["teacher_val"]):
+            continue
+        table = summary[(summary["dataset"] == row["dataset"]) & (summary["backbone"] == row["backbone"])
+                        & (summary["budget"] == row["budget"])]  # fmt: skip
+        own = table[(table["method_name"] == "cut-full") & (table["setting"] == row["setting"])]
+        base = own if not own.empty else table[table["method"] == baseline]
+        if base.empty:
+            continue
+        val = float(base.iloc[0]["val_top1_mean"])
+        if row["teacher_val"] < val:
+            summary.at[idx, "weak_teacher"] = (float(row["teacher_val"]), val, base.iloc[0]["method"])
+
+
+WEAK = "†"
+
+
+def row_label(row: pd.Series) -> str:
+    """The row's name, with its method's note (e.g. the paper's ablation) and † for a weaker teacher."""
+    label = row["method"] + (f" [{row['note']}]" if isinstance(row.get("note"), str) else "")
+    return label + (f" {WEAK}" if row.get("weak_teacher") is not None else "")
+
+
+def footnotes(group: pd.DataFrame) -> list[str]:
+    weak = [(row["method"], row["weak_teacher"]) for _, row in group.iterrows() if row.get("weak_teacher")]
+    return [
+        f"{WEAK} {name}: its teacher is weaker on val than the student's own baseline ({t:.1f} vs {b:.1f} % val "
+        f"top-1 of {base}): the row measures distillation from a worse model"
+        for name, (t, b, base) in weak
+    ]
 
 
 # --metric -> (which per-image hits, averaged per class first?)
@@ -292,6 +336,10 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1"
         out[m] = g[m].first()
     out["capped"] = g["capped"].sum()
     out["trained"] = g["trained"].any()
+    for m in ("method_name", "setting"):
+        out[m] = g[m].first()
+    out["teacher_val"] = g["teacher_val"].mean()
+    out["note"] = g["note"].agg(lambda v: next((x for x in v if isinstance(x, str)), None))
     out["seeds"] = g["seed"].apply(lambda s: ",".join(str(v) for v in sorted(s)))
     out["commits"] = g["commit"].apply(lambda s: ",".join(sorted(set(s))))
     dup = g["seed"].apply(lambda s: s.duplicated().any())
@@ -300,6 +348,7 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1"
         raise ValueError(f"the same seed appears twice for {key}: two records of one spec (hand-merged stores?)")
     out["ci"] = g[key].apply(lambda v: t_interval(v.tolist()))
     out = out.reset_index()
+    weak_teachers(out, baseline)
     significance(runs, out, baseline, key)
     image_statistics(runs, out, baseline, metric)
     out["baseline"] = baseline
@@ -486,7 +535,7 @@ def tex_escape(text: str) -> str:
 
 def tex_text(text: str) -> str:
     """Escaped, with the non-ASCII symbols the tables use in math mode (pdfLaTeX's utf8 lacks them in text)."""
-    table = {"±": r"$\pm$", "Δ": r"$\Delta$", "≥": r"$\geq$", "<": "$<$", ">": "$>$"}
+    table = {"±": r"$\pm$", "Δ": r"$\Delta$", "≥": r"$\geq$", "<": "$<$", ">": "$>$", "†": r"\dag{}"}
     return "".join(table.get(ch, ch) for ch in tex_escape(text))
 
 
@@ -506,8 +555,9 @@ def markdown(summary: pd.DataFrame) -> str:
             cells = [cell(row, c, "±") for c in cols]
             cells = [f"**{t}**" if row["best"] and is_primary(summary, c) else t
                      for t, c in zip(cells, cols, strict=True)]  # fmt: skip
-            lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
+            lines.append(f"| {row_label(row)} | " + " | ".join(cells) + " |")
+        notes = footnotes(group)
+        parts.append("\n".join(lines + ([""] + notes if notes else [])))
     return "\n\n".join(parts) + "\n"
 
 
@@ -530,8 +580,10 @@ def latex(summary: pd.DataFrame) -> str:
             cells = [tex_text(cell(row, c, "±")) for c in cols]
             cells = [r"\textbf{" + t + "}" if row["best"] and is_primary(summary, c) else t
                      for t, c in zip(cells, cols, strict=True)]  # fmt: skip
-            lines.append(tex_escape(row["method"]) + " & " + " & ".join(cells) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+            lines.append(tex_text(row_label(row)) + " & " + " & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}}"]
+        lines += [r"\par\smallskip{\footnotesize " + tex_text(note) + "}" for note in footnotes(group)]
+        lines += [r"\end{table}"]
         parts.append("\n".join(lines))
     preamble = "% generated by `bench report`; needs \\usepackage{booktabs,graphicx}\n"
     return preamble + "\n\n".join(parts) + "\n"
