@@ -69,7 +69,8 @@ def test_write_report_from_store(tmp_path):
 def test_default_tuple_settings_read_back_from_json_are_not_variants():
     from finebench.reports.tables import method_label
 
-    assert method_label("semantic-pruning", {"sweep": [0.25, 0.5, 0.75], "modes": ["nwp", "lwp"]}) == "semantic-pruning"
+    default = {"sweep": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "modes": ["nwp", "lwp"]}
+    assert method_label("semantic-pruning", default) == "semantic-pruning"
     assert method_label("semantic-pruning", {"sweep": [0.5]}) == "semantic-pruning (sweep=[0.5])"
 
 
@@ -212,29 +213,41 @@ def test_time_to_target_counts_seeds_that_reach_it(tmp_path):
 def test_method_tables_from_extras():
     from finebench.reports.method_tables import attention_pruning_table, distillation_table, pruning_table
 
-    def entry(c, mode, setting, pruned, unpruned):
+    def entry(c, mode, setting, pruned, unpruned, magnitude, random):
+        def bal(v):
+            return {"single_class": {"balanced": v}}
+
         return {"class": c, "mode": mode, "setting": setting, "multi_class": 70.0, "params_removed": 0.25,
                 "flops_removed": 0.1, "single_class": {"balanced": pruned},
-                "single_class_unpruned": {"balanced": unpruned}, "physical": {"latency_ms": 8.0}}  # fmt: skip
+                "single_class_unpruned": {"balanced": unpruned},
+                "physical": {"latency_ms": 8.0, "params_removed": 0.2},
+                "controls": {"magnitude": bal(magnitude), "random": [bal(v) for v in random]}}  # fmt: skip
 
     sp = []
     for s, shift in ((0, 0.0), (1, 2.0)):
         r = make_record("semantic-pruning", s, 70.0)
-        r.extras = {"pruning": [entry(0, "nwp", "33%", 90.0 + shift, 88.0), entry(1, "nwp", "33%", 80.0, 84.0)],
+        r.extras = {"pruning": [entry(0, "nwp", "33%", 90.0 + shift, 88.0, 70.0, [60.0, 62.0]),
+                                entry(1, "nwp", "33%", 80.0, 84.0, 74.0, [58.0, 64.0])],
                     "unpruned_cost": {"latency_ms": 10.0}}  # fmt: skip
         sp.append(r)
     table = pruning_table(sp)
-    # seed 0: mean(90, 80) = 85; seed 1: mean(92, 80) = 86 -> 85.5 ± 0.7; one class of two kept; latency 80 %
-    assert "| synthetic · test_resnet | nwp | 33% | 85.5 ± 0.7 | 86.0 ± 0.0 | 50.0 ± 0.0 | 70.0 ± 0.0 |" in table
-    assert table.rstrip().endswith("| 25.0 ± 0.0 | 10.0 ± 0.0 | 80.0 ± 0.0 |")
+    # seed 0: mean(90, 80) = 85; seed 1: mean(92, 80) = 86 -> 85.5 ± 0.7; magnitude mean(70, 74) = 72; random:
+    # mean of the draws' means, (61 + 61) / 2; one class of two kept; 20 % physically removed; latency 80 %
+    assert (
+        "| synthetic · test_resnet | nwp | 33% | 85.5 ± 0.7 | 72.0 ± 0.0 | 61.0 ± 0.0 | 86.0 ± 0.0 | 50.0 ± 0.0 |"
+        " 70.0 ± 0.0 |" in table
+    )
+    assert table.rstrip().endswith("| 25.0 ± 0.0 | 10.0 ± 0.0 | 20.0 ± 0.0 | 80.0 ± 0.0 |")
     fa = make_record("filter-attention", 0, 70.0)
-    fa.extras = {"attention_pruning": [{"mode": "nwp", "ratio": 0.05, "test": {"top1": 66.5}}]}
+    fa.extras = {"attention_pruning": [{"mode": "nwp", "ratio": 0.05, "test": {"top1": 66.5},
+                 "controls": {"magnitude": {"test": {"top1": 60.0}},
+                              "random": [{"test": {"top1": 50.0}}, {"test": {"top1": 54.0}}]}}]}  # fmt: skip
     out = make_record("filter-attention", 0, 60.0, run_id="out")  # a variant: its own row, not pooled
     out.spec["method_config"] = {"shape": "out"}
-    out.extras = {"attention_pruning": [{"mode": "nwp", "ratio": 0.05, "test": {"top1": 40.0}}]}
+    out.extras = {"attention_pruning": [{"mode": "nwp", "ratio": 0.05, "test": {"top1": 40.0}}]}  # older: none
     table = attention_pruning_table([fa, out])
-    assert " | filter-attention | nwp | 5 % | 66.5 |" in table
-    assert " | filter-attention (shape=out) | nwp | 5 % | 40.0 |" in table
+    assert " | filter-attention | nwp | 5 % | 66.5 | 60.0 | 52.0 |" in table
+    assert " | filter-attention (shape=out) | nwp | 5 % | 40.0 | — | — |" in table
     students = [make_record(m, 0, v) for m, v in (("cut-full", 80.0), ("kd", 81.0), ("attention-transfer", 82.5))]
     teacher = make_record("cut-full", 0, 90.0, run_id="big")
     teacher.spec["backbone"] = "big_net"
@@ -254,6 +267,11 @@ def test_method_figures_are_drawn_from_extras(tmp_path):
     fa.extras = {"attention": {"histogram_edges": [0.0, 0.5, 1.0, 1.5, 2.0],
                                "layers": {"layer1.0.conv1": {"histogram": [0, 3, 5, 1]},
                                           "layer2.0.conv1": {"histogram": [1, 1, 6, 0]}}}}  # fmt: skip
+    fa.extras["attention_pruning"] = [
+        {"mode": m, "ratio": r, "test": {"top1": 70 - 100 * r},
+         "controls": {"magnitude": {"test": {"top1": 69 - 100 * r}}, "random": [{"test": {"top1": 60.0}}] * 2}}
+        for m in ("nwp", "lwp") for r in (0.01, 0.05)
+    ]  # fmt: skip
     store.append(fa)
     sp = make_record("semantic-pruning", 0, 70.0)
     plan = [(c, m, t) for c in (0, 1) for m, t in (("nwp", "33%"), ("nwp", 0.5), ("lwp", "33%"), ("nwp", "zero"))]
@@ -265,8 +283,9 @@ def test_method_figures_are_drawn_from_extras(tmp_path):
     names = sorted(p.name for p in (tmp_path / "rep" / "figures").iterdir())
     assert "fa-filter-attention-synthetic-test_resnet-a84d0820.png" in names
     assert "pruning-semantic-pruning-synthetic-test_resnet-a84d0820.pdf" in names
+    assert "faprune-filter-attention-synthetic-test_resnet-a84d0820.png" in names
     index = (tmp_path / "rep" / "index.md").read_text()
-    assert "the paper's Figure 2" in index and "LWP vs NWP" in index
+    assert "the paper's Figure 2" in index and "random and weight-magnitude choices" in index
 
 
 def test_latex_rows_match_the_column_spec():

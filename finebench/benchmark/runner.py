@@ -220,6 +220,7 @@ class Run:
         budget = BudgetMeter(cfg.epochs, len(train_idx), cfg.time_budget)
         self.ctx = Context(spec, data.info.num_classes, stage_map(backbone.model), budget, self.device, loaders)
         self.ctx.source_model = self.source_model
+        self.ctx.log = self.reporter.print
         self.model = to_memory_format(self.charged_prepare(backbone.model).to(self.device), cfg.channels_last)
         budget.flops_per_image = forward_flops(self.model, cfg.resolution, self.device)
         self.stages = self.method.schedule(self.ctx) if self.method.trains else []

@@ -67,6 +67,8 @@ class Context:
     # record (attention maps for figures, say).
     sample: Any = None
     save_arrays: Any = None
+    # log(text): a line on the run's output (an estimate before a long analysis, say); None: nowhere
+    log: Any = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ After training, attention ranks filters (the mean attention over a filter's inpu
 pruned network-wise and per layer, with the same prunability rules as semantic pruning (only filters whose removal is
 exact), ties broken by the filter's weight magnitude, then by its position in the network, and each result shown
 beside the same number of filters pruned at random (`control_draws` draws) and by weight magnitude (the L1 norm of
-the deployed filter): without those, "attention ranks filters" cannot be judged.
+the deployed filter), evaluated on test: without those, "attention ranks filters" cannot be judged.
 """
 
 from __future__ import annotations
@@ -316,22 +316,26 @@ class FilterAttention(Method):
         controls = Controls.build(model, list(scores), self.config.control_draws, ctx.spec.seed)
         memo: dict[tuple, dict[str, Any]] = {}
 
-        def evaluate(chosen: dict[str, list[int]]) -> dict[str, Any]:
-            if key(chosen) not in memo:
-                pruned = copy.deepcopy(model)
-                pruner.mask(pruned, chosen)
-                memo[key(chosen)] = {"filters": count(chosen), "val": ctx.evaluate(pruned, "val"),
-                                     "test": ctx.evaluate(pruned, "test")}  # fmt: skip
-            return memo[key(chosen)]
+        def evaluate(chosen: dict[str, list[int]], splits: tuple[str, ...]) -> dict[str, Any]:
+            """The network with `chosen` pruned on `splits` (each selection evaluated once)."""
+            known = memo.setdefault(key(chosen), {"filters": count(chosen)})
+            pruned = None
+            for split in splits:
+                if split not in known:
+                    if pruned is None:
+                        pruned = copy.deepcopy(model)
+                        pruner.mask(pruned, chosen)
+                    known[split] = ctx.evaluate(pruned, split)
+            return {k: v for k, v in known.items() if k in ("filters", *splits)}
 
         for mode in ("nwp", "lwp"):
             for ratio in self.config.prune_ratios:
                 chosen = lowest_fraction(scores, ratio, per_layer=mode == "lwp", tiebreak=magnitude)
                 picks = controls.choose(chosen, per_layer=mode == "lwp")
                 out["attention_pruning"].append({
-                    "mode": mode, "ratio": ratio, **evaluate(chosen),
-                    "controls": {"magnitude": evaluate(picks["magnitude"]),
-                                 "random": [evaluate(r) for r in picks["random"]]},
+                    "mode": mode, "ratio": ratio, **evaluate(chosen, ("val", "test")),
+                    "controls": {"magnitude": evaluate(picks["magnitude"], ("test",)),  # controls: test only
+                                 "random": [evaluate(r, ("test",)) for r in picks["random"]]},
                 })  # fmt: skip
         out["excluded_layers"] = sorted(set(self.attentions) - prunable)
         return out

@@ -1,30 +1,38 @@
 """Semantic pruning by activation magnitude ("Semantic Pruning for Single Class Interpretability", ICLR 2020 sub.).
 
-For a trained classifier and a class c, the accumulated response of filter k in layer l is
-gamma_c[l, k] = sum over class-c calibration images of sum_{h,w} |R_{l,k}|, where R is the filter's response after
-its BatchNorm and activation (the default) or the raw conv output (`response="raw"`). After a ReLU R >= 0, so this
-is the paper's sum of R; the magnitude keeps the ranking meaningful where R can be negative (linear bottlenecks).
+For a trained classifier and a class c, the accumulated response of filter k in layer l is (the paper's Defs. 2-3)
+gamma_c[l, k] = sum over class-c calibration images of sum_{h,w} R_{l,k}, the signed sum of the filter's response R
+after its BatchNorm and activation (the default) or of the raw conv output (`response="raw"`). Where R can be
+negative (the raw output, a linear bottleneck's BatchNorm without an activation) the sum stays signed, as the paper
+defines it; `accumulate="abs"` sums |R| instead (a named option: "lowest = least active in magnitude").
 Pruning for c removes the filters with the lowest gamma_c: layer-wise (LWP, a ratio of each layer) or network-wise
-(NWP, one global ranking, optionally with each layer normalised by its mean response; the paper uses none).
-Settings: gamma <= 0, 33 %, 66 %, median, and a continuous sweep of the ratio theta. No retraining.
+(NWP, one global ranking, optionally with each layer normalised by its mean response; the paper uses none). Settings:
+gamma <= 0 (exactly the filters whose accumulated response is not positive), 33 %, 66 %, median, and the paper's
+sweep of theta (0.05, then 0.1 to 0.6 in steps of 0.1), for LWP and NWP both. No retraining. Ties in a ranking are
+broken by the filter's weight magnitude, then by its position in the network.
 
-The pruned network is evaluated as in the paper: as a single-class classifier for c (one-vs-rest accuracy on test:
-"is it c?" answered by argmax == c) against the unpruned network, plus the multi-class accuracy, the parameters and
-FLOPs of the pruned filters, "residual" pruning (filters not pruned whose response on class-c images became zero)
-counted apart from direct pruning, and the overlap (Jaccard) of the pruned sets of different classes.
+The pruned network is evaluated as in the paper, on val and on test: as a single-class classifier for c ("is it c?"
+answered by argmax == c) against the unpruned network, plus the multi-class accuracy. A per-class theta is chosen on
+val (the largest of the sweep that keeps the val single-class balanced accuracy) and reported on test. Beside every
+result: the same number of filters chosen at random (`control_draws` draws) and by weight magnitude (the L1 norm of
+the filter), evaluated on test. Costs: the parameters and FLOPs the pruned filters take out (every pruned filter,
+masked or removed), the physically smaller network where the architecture allows (Torch-Pruning), and its measured
+latency. Residual pruning is measured as the paper does (§3.1.1): filters left unpruned whose accumulated response
+on the class's calibration images becomes zero after direct pruning (while it was not before); the structural count
+(filters whose whole input was pruned) is kept beside it. The overlap (Jaccard) of the pruned sets of different
+classes is recorded per setting.
 
 The classifier is the `cut-full` model of the same suite, seed and budget (reused when recorded, else trained
-here); its whole cost and the calibration pass are charged to this method. Evaluation uses masks: each pruned
-channel is zeroed along its whole chain (conv rows, BatchNorm affine and mean, depthwise filters; see
-finebench.methods.pruning), so it is exactly 0 where the chain ends. For every discrete setting the filters are also
-removed physically where the architecture allows (the channels end in a conv that alone reads them): the record
-gives that really smaller network's parameters and FLOPs, and for the first class its measured latency next to the
-unpruned model's; what could only be masked is counted apart.
+here); its whole cost and the calibration pass are charged to this method. The analysis (classes x settings x val
+and test images) is reported apart from the training cost, timed per class and setting; by default it covers as many
+classes (sampled with the run's seed, at least two) as keep it within `analysis_fraction` of the source model's
+training FLOPs, and an estimate is printed before it starts. Evaluation uses masks: each pruned channel is zeroed
+along its whole chain (conv rows, BatchNorm affine and mean, depthwise filters; see finebench.methods.pruning), so it
+is exactly 0 where the chain ends.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +43,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from finebench.benchmark.budget import forward_flops
 from finebench.methods.base import Context, Method
-from finebench.methods.pruning import ACTIVATIONS, Pruner, forward_once, latency_ms
+from finebench.methods.pruning import ACTIVATIONS, forward_once
 from finebench.methods.ranking import lowest_fraction
 from finebench.methods.registry import register_method
 
@@ -93,12 +101,16 @@ def response_points(model: nn.Module, example: Tensor, raw: bool = False) -> dic
 
 @torch.no_grad()
 def accumulated_response(
-    model: nn.Module, loader, num_classes: int, raw: bool = False, points: dict[str, str] | None = None
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    raw: bool = False,
+    points: dict[str, str] | None = None,
+    signed: bool = True,
 ) -> dict[str, Tensor]:
     """Conv layer name -> (num_classes, filters) tensor: per class, the sum over its images and over positions of
-    each filter's response magnitude |R| (float64), accumulated over every batch of `loader` ((x, y) batches).
-    After a ReLU-family activation R >= 0 and this is the paper's sum of R; where the response can be negative (a
-    linear bottleneck, the raw conv output) the magnitude keeps "lowest = least active" true."""
+    each filter's response R (float64; |R| when not `signed`), accumulated over every batch of `loader` ((x, y)
+    batches)."""
     batches = iter(loader)
     first = next(batches, None)
     if first is None:
@@ -114,7 +126,8 @@ def accumulated_response(
         sums[conv_name] = torch.zeros(num_classes, channels, dtype=torch.float64)
 
         def hook(m, inputs, output, conv_name=conv_name):
-            per_image = output.detach().abs().sum(dim=(2, 3)).double().cpu()
+            response = output.detach().double()
+            per_image = (response if signed else response.abs()).sum(dim=(2, 3)).cpu()
             sums[conv_name].index_add_(0, labels[0], per_image)
 
         hooks.append(modules[module_name].register_forward_hook(hook))
@@ -131,9 +144,16 @@ def accumulated_response(
     return sums
 
 
-def select_filters(gamma: dict[str, Tensor], setting: str | float, mode: str, normalise: bool = False) -> dict:
+def select_filters(
+    gamma: dict[str, Tensor],
+    setting: str | float,
+    mode: str,
+    normalise: bool = False,
+    tiebreak: dict[str, Tensor] | None = None,
+) -> dict[str, list[int]]:
     """Filters to prune for one class: gamma is layer -> (filters,) accumulated response of that class.
-    setting: "zero" (gamma <= 0), "33%", "66%", "median" or a ratio theta in (0, 1); mode: "lwp" or "nwp"."""
+    setting: "zero" (gamma <= 0), "33%", "66%", "median" or a ratio theta in (0, 1); mode: "lwp" or "nwp".
+    Ties are broken by `tiebreak` (e.g. the filters' weight magnitude), then by position in the network."""
     if mode not in ("lwp", "nwp"):
         raise ValueError(f"pruning mode {mode!r} is not one of lwp, nwp")
     if normalise and mode == "nwp":
@@ -143,7 +163,7 @@ def select_filters(gamma: dict[str, Tensor], setting: str | float, mode: str, no
     ratio = _RATIO.get(setting, setting) if isinstance(setting, str) else setting
     if not isinstance(ratio, float | int) or not 0 < ratio < 1:
         raise ValueError(f"pruning setting {setting!r} is not one of {', '.join(DISCRETE)} or a ratio in (0, 1)")
-    return lowest_fraction({k: v.float() for k, v in gamma.items()}, float(ratio), per_layer=mode == "lwp")
+    return lowest_fraction(gamma, float(ratio), per_layer=mode == "lwp", tiebreak=tiebreak)
 
 
 def one_vs_rest(pred: list[int], target: list[int], c: int) -> float:
@@ -157,120 +177,6 @@ def jaccard(a: dict[str, list[int]], b: dict[str, list[int]]) -> float:
     sa = {(k, i) for k, v in a.items() for i in v}
     sb = {(k, i) for k, v in b.items() for i in v}
     return len(sa & sb) / len(sa | sb) if sa | sb else float("nan")
-
-
-@dataclass(frozen=True)
-class SemanticPruningConfig:
-    source: str = "cut-full"  # the method whose trained model is pruned (same suite, seed and budget)
-    response: str = "post"  # post: after BatchNorm and activation; raw: the conv output
-    modes: tuple[str, ...] = ("nwp", "lwp")
-    normalise: bool = False  # NWP with each layer divided by its mean response (the paper uses none)
-    sweep: tuple[float, ...] = (0.25, 0.5, 0.75)  # continuous theta sweep (NWP), besides the discrete ones
-    classes: int | None = None  # evaluate the first N classes only (None: all)
-
-
-@register_method
-class SemanticPruning(Method):
-    """Semantic pruning: per class, prune the filters with the lowest accumulated response; no retraining."""
-
-    name = "semantic-pruning"
-    Config = SemanticPruningConfig
-    trains = False
-
-    def __init__(self, config: SemanticPruningConfig) -> None:
-        super().__init__(config)
-        if config.response not in ("post", "raw"):
-            raise ValueError(f"semantic-pruning response {config.response!r} is not one of post, raw")
-        if not config.modes or any(m not in ("nwp", "lwp") for m in config.modes):
-            raise ValueError(f"semantic-pruning modes {config.modes!r}: each must be nwp or lwp")
-        if any(not 0 < t < 1 for t in config.sweep):
-            raise ValueError(f"semantic-pruning sweep ratios must lie in (0, 1), got {config.sweep}")
-        if config.classes is not None and config.classes < 1:
-            raise ValueError(f"semantic-pruning classes must be >= 1 or null, got {config.classes}")
-
-    def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
-        """Get the trained source model, then accumulate responses over the train split (charged)."""
-        model, self.source_run = ctx.source_model(self.config.source)
-        res = ctx.spec.train.resolution
-        self.example = torch.zeros(1, 3, res, res, device=ctx.device)
-        raw = self.config.response == "raw"
-        self.points = response_points(model, self.example, raw)
-        t0 = time.perf_counter()
-        self.gamma = accumulated_response(model, ctx.loaders["calibration"], ctx.num_classes, raw, self.points)
-        seconds = time.perf_counter() - t0
-        n = ctx.loaders["calibration"].num_samples
-        flops = n * forward_flops(model, res, ctx.device)
-        ctx.budget.charge("calibration", seconds=seconds, samples=n, flops=flops)
-        return model
-
-    def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
-        if ctx.evaluate is None:
-            return {}
-        cfg = self.config
-        classes = list(range(min(cfg.classes or ctx.num_classes, ctx.num_classes)))
-        pruner = Pruner(model, self.example)
-        prunable = pruner.prunable()
-        res = ctx.spec.train.resolution
-        batch = torch.zeros(min(32, ctx.spec.train.eval_batch_size), 3, res, res, device=ctx.device)
-        unpruned_cost = {
-            "params": sum(p.numel() for p in model.parameters()),
-            "flops_per_image": forward_flops(model, res, ctx.device),
-            "latency_ms": latency_ms(model, batch),
-            "latency_batch": batch.shape[0],
-        }
-        base = ctx.evaluate(model, "test", predictions=True)
-        unpruned = {c: single_class_scores(base["pred"], base["target"], c) for c in classes}
-        results, pruned_sets, memo = [], {}, {}
-        plan = [(mode, s) for mode in cfg.modes for s in DISCRETE] + [("nwp", t) for t in cfg.sweep]
-        for mode, setting in plan:
-            for c in classes:
-                gamma_c = {k: v[c] for k, v in self.gamma.items() if k in prunable}
-                chosen = select_filters(gamma_c, setting, mode, cfg.normalise)
-                key = (c, tuple((k, tuple(v)) for k, v in sorted(chosen.items())))
-                if key not in memo:  # LWP and NWP can choose the same filters (gamma <= 0): evaluate once
-                    pruned = copy.deepcopy(model)
-                    direct = pruner.mask(pruned, chosen)
-                    metrics = ctx.evaluate(pruned, "test", predictions=True)
-                    small = self.physical(model, chosen, pruner, batch if c == classes[0] else None)
-                    memo[key] = {
-                        "direct": direct,
-                        "residual": pruner.residual(chosen),
-                        "params_removed": 1 - small["params"] / unpruned_cost["params"],
-                        "flops_removed": 1 - small["flops_per_image"] / unpruned_cost["flops_per_image"],
-                        "physical": small,
-                        "single_class": single_class_scores(metrics["pred"], metrics["target"], c),
-                        "multi_class": metrics["top1"],
-                    }
-                results.append({"class": c, "mode": mode, "setting": setting, **memo[key],
-                                "single_class_unpruned": unpruned[c]})  # fmt: skip
-                pruned_sets[(mode, setting, c)] = chosen
-        return {
-            "source_run": self.source_run,
-            "response": cfg.response,
-            "removal": (
-                "physical where a filter's channels end in a conv or linear layer that alone reads them, masks "
-                "elsewhere"
-                if pruner.physical
-                else "masks only (the model could not be traced)"
-            ),
-            "excluded_layers": sorted(set(self.gamma) - prunable),  # e.g. SE expansions: zero is not removal
-            "unpruned_cost": unpruned_cost,
-            "unpruned": {"multi_class": base["top1"], "single_class": unpruned},
-            "pruning": results,
-            "overlap": overlaps(pruned_sets, cfg.modes, classes),
-            "layers": {k: int(v.shape[1]) for k, v in self.gamma.items()},
-        }
-
-    def physical(self, model: nn.Module, chosen: dict, pruner: Pruner, batch: Tensor | None) -> dict[str, Any]:
-        """The really smaller network: its parameters and FLOPs, and its latency when `batch` is given."""
-        small = copy.deepcopy(model)
-        counts = pruner.remove(small, chosen)
-        res = self.example.shape[-1]
-        out = {**counts, "params": sum(p.numel() for p in small.parameters())}
-        out["flops_per_image"] = forward_flops(small, res, self.example.device)
-        if batch is not None:
-            out["latency_ms"] = latency_ms(small, batch)
-        return out
 
 
 def single_class_scores(pred: list[int], target: list[int], c: int) -> dict[str, float]:
@@ -302,3 +208,130 @@ def overlaps(pruned_sets: dict, modes: tuple[str, ...], classes: list[int]) -> d
             off = [v for v in off if v == v]
             out[f"{mode}:{s}"] = {"mean": sum(off) / len(off) if off else float("nan"), "matrix": matrix}
     return out
+
+
+def choose_theta(val: dict[float, float], unpruned: float) -> float:
+    """The per-class theta chosen on val: the largest of the sweep whose val score (single-class balanced accuracy)
+    is not below the unpruned network's; 0 (no pruning) when none keeps it."""
+    kept = [theta for theta, score in val.items() if score >= unpruned]
+    return max(kept, default=0.0)
+
+
+def analysed_classes(num_classes: int, count: int, seed: int) -> list[int]:
+    """`count` of the classes, sampled with the run's seed (all of them when count >= num_classes), sorted."""
+    if count >= num_classes:
+        return list(range(num_classes))
+    order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed))
+    return sorted(order[:count].tolist())
+
+
+def auto_class_count(budget_forwards: float, per_class_forwards: float, num_classes: int) -> int:
+    """How many classes an analysis of `per_class_forwards` image forwards per class can cover within
+    `budget_forwards`: at least 2 (the overlap between classes needs a pair), at most all."""
+    fit = int(budget_forwards // max(per_class_forwards, 1.0))
+    return max(2, min(num_classes, fit))
+
+
+CLASSES = ("auto", "all")
+
+
+@dataclass(frozen=True)
+class SemanticPruningConfig:
+    source: str = "cut-full"  # the method whose trained model is pruned (same suite, seed and budget)
+    response: str = "post"  # post: after BatchNorm and activation; raw: the conv output
+    accumulate: str = "signed"  # signed: the sum of responses (Defs. 2-3); abs: the sum of |R|
+    modes: tuple[str, ...] = ("nwp", "lwp")
+    normalise: bool = False  # NWP with each layer divided by its mean response (the paper uses none)
+    sweep: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # the paper's theta sweep, for every mode
+    classes: int | str = "auto"  # auto: within analysis_fraction of the source's training; all; or a number
+    analysis_fraction: float = 1.0  # auto classes: analysis forwards <= this x the source's training FLOPs
+    control_draws: int = 3  # random-choice controls per result (plus one by weight magnitude)
+
+
+@register_method
+class SemanticPruning(Method):
+    """Semantic pruning: per class, prune the filters with the lowest accumulated response; no retraining."""
+
+    name = "semantic-pruning"
+    Config = SemanticPruningConfig
+    trains = False
+
+    def __init__(self, config: SemanticPruningConfig) -> None:
+        super().__init__(config)
+        where = "method_config.semantic-pruning"
+        if config.response not in ("post", "raw"):
+            raise ValueError(f"semantic-pruning response {config.response!r} is not one of post, raw")
+        if config.accumulate not in ("signed", "abs"):
+            raise ValueError(f"{where}.accumulate {config.accumulate!r} is not one of signed, abs")
+        if not config.modes or any(m not in ("nwp", "lwp") for m in config.modes):
+            raise ValueError(f"semantic-pruning modes {config.modes!r}: each must be nwp or lwp")
+        if any(not 0 < t < 1 for t in config.sweep):
+            raise ValueError(f"semantic-pruning sweep ratios must lie in (0, 1), got {config.sweep}")
+        if isinstance(config.classes, str) and config.classes not in CLASSES:
+            raise ValueError(f"{where}.classes {config.classes!r}: use auto, all or a number of classes >= 1")
+        if isinstance(config.classes, int) and config.classes < 1:
+            raise ValueError(f"{where}.classes must be >= 1 (or auto, all), got {config.classes}")
+        if config.analysis_fraction <= 0 or config.control_draws < 0:
+            raise ValueError(f"{where}: analysis_fraction must be > 0 and control_draws >= 0, got "
+                             f"{config.analysis_fraction}, {config.control_draws}")  # fmt: skip
+
+    def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
+        """Get the trained source model, accumulate responses over the train split (charged), and choose the
+        classes to analyse."""
+        model, self.source_run = ctx.source_model(self.config.source)
+        res = ctx.spec.train.resolution
+        self.example = torch.zeros(1, 3, res, res, device=ctx.device)
+        raw = self.config.response == "raw"
+        self.points = response_points(model, self.example, raw)
+        t0 = time.perf_counter()
+        calibration = ctx.loaders["calibration"]
+        signed = self.config.accumulate == "signed"
+        self.gamma = accumulated_response(model, calibration, ctx.num_classes, raw, self.points, signed)
+        seconds = time.perf_counter() - t0
+        n = calibration.num_samples
+        self.flops_per_image = forward_flops(model, res, ctx.device)
+        ctx.budget.charge("calibration", seconds=seconds, samples=n, flops=n * self.flops_per_image)
+        self.plan = plan_of(self.config, ctx, self.flops_per_image)
+        return model
+
+    def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
+        if ctx.evaluate is None:
+            return {}
+        from finebench.methods.semantic_analysis import analyse
+
+        return {"source_run": self.source_run, **analyse(self, model, ctx)}
+
+
+def plan_of(config: SemanticPruningConfig, ctx: Context, flops_per_image: float) -> dict[str, Any]:
+    """Which classes the analysis covers and what it will cost, in image forwards: per class, every setting's
+    pruned network on val and test plus the residual pass over the class's calibration images; the source
+    model's training in the same unit (its charged FLOPs over the forward FLOPs of one image)."""
+    spec = ctx.spec
+    n_val = ctx.loaders["val"].num_samples
+    n_test = round(n_val * spec.train.split[2] / spec.train.split[1])  # the test split's size (methods never see it)
+    per_image_class = ctx.loaders["calibration"].num_samples / ctx.num_classes
+    settings = len(config.modes) * (len(DISCRETE) + len(config.sweep))
+    per_class = settings * (n_val + n_test + min(per_image_class, CLASS_IMAGES))
+    controls = len(config.modes) * (len(DISCRETE) - 1 + len(config.sweep)) * (1 + config.control_draws) * n_test
+    source = ctx.budget.charges.get(f"source:{config.source}")
+    source_forwards = source.flops / flops_per_image if source is not None and flops_per_image else 0.0
+    if config.classes == "all":
+        count = ctx.num_classes
+    elif config.classes == "auto":
+        count = auto_class_count(config.analysis_fraction * source_forwards, per_class, ctx.num_classes)
+    else:
+        count = min(int(config.classes), ctx.num_classes)
+    return {
+        "classes": analysed_classes(ctx.num_classes, count, spec.seed),
+        "of": ctx.num_classes,
+        "chosen_by": config.classes,
+        "sampled_with_seed": spec.seed,
+        "settings_per_class": settings,
+        "forwards_per_class": per_class,
+        "forwards_controls": controls,
+        "source_training_forwards": source_forwards,
+        "analysis_fraction": config.analysis_fraction,
+    }
+
+
+CLASS_IMAGES = 64  # calibration images of a class used to measure residual pruning (all of them up to this many)

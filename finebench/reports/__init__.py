@@ -13,12 +13,14 @@ from finebench.reports.figures import (
     curves_figure,
     filter_ranking,
     pruning_curves,
+    ranking_pruning_curves,
 )
 from finebench.reports.method_tables import (
     attention_pruning_table,
     distillation_table,
     filter_attention_table,
     pruning_table,
+    theta_table,
 )
 from finebench.reports.tables import (
     BASELINE,
@@ -94,7 +96,7 @@ def write_report(
     figures = attention_figures(kept, results, out, report) + extras_figures(kept, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
     specific = [distillation_table(summary), filter_attention_table(summary, kept), pruning_table(kept),
-                attention_pruning_table(kept)]  # fmt: skip
+                theta_table(kept), attention_pruning_table(kept)]  # fmt: skip
     report.markdown += "".join("\n" + t for t in specific if t)
     failed = failed_section(ResultStore(results).failures())
     report.markdown += failed
@@ -123,7 +125,9 @@ EXPLAIN = {
     "attention": "attention maps over the same 8 test images (student and teacher for AT; M for ABN)",
     "fa": "filter-attention weights per layer group (1 = unchanged; the paper's Figure 2)",
     "farank": "the highest- and lowest-ranked filters network-wide, and the amplified share per layer group",
-    "pruning": "semantic pruning: balanced single-class accuracy against the pruned share, per class and LWP vs NWP",
+    "pruning": "semantic pruning vs random and weight-magnitude choices: single-class accuracy and share removed "
+    "against theta",
+    "faprune": "filter attention's ranking vs random and weight-magnitude choices: test top-1 against filters removed",
 }
 
 
@@ -214,6 +218,13 @@ def extras_figures(records: list[RunRecord], out: Path, report: Report) -> str:
             name = f"figures/farank-{stem}"
             report.written += filter_ranking(attention, out / name, title, pdf=report.pdf)
             lines.append(f"### {title}: top- and bottom-ranked filters\n\n![filter ranking]({name}.png)\n")
+        if r.extras.get("attention_pruning"):
+            name = f"figures/faprune-{stem}"
+            paths = ranking_pruning_curves(r.extras["attention_pruning"], r.best["test"]["top1"], out / name, title,
+                                           pdf=report.pdf)  # fmt: skip
+            if paths:
+                report.written += paths
+                lines.append(f"### {title}: pruning by attention rank vs controls\n\n![ranking pruning]({name}.png)\n")
         if r.extras.get("pruning"):
             name = f"figures/pruning-{stem}"
             paths = pruning_curves(r.extras["pruning"], out / name, title, pdf=report.pdf)

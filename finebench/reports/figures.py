@@ -205,36 +205,96 @@ def filter_ranking(extras: dict, out: Path, title: str, top: int = 20, pdf: bool
     return save(fig, out, plt, pdf)
 
 
-def pruning_curves(entries: list[dict], out: Path, title: str, pdf: bool = True) -> list[Path]:
-    """Semantic pruning: balanced single-class accuracy against the pruned share θ, one line per class (NWP sweep
-    and the 33 % / 66 % settings), and LWP vs NWP averaged over the classes."""
-    plt, sns = _plt()
+def pruning_frame(entries: list[dict]):
+    """One row per (class, mode, theta of the sweep, criterion): the balanced single-class test accuracy of the
+    network pruned by activation, by weight magnitude and at random (one row per draw), and the shares removed."""
     import pandas as pd
 
     rows = []
     for e in entries:
-        setting = str(e["setting"])
-        theta = {"33%": 0.33, "66%": 0.66}.get(setting)
-        if theta is None:
-            try:
-                theta = float(setting)
-            except ValueError:
-                continue  # zero / median: not a share
-        rows.append({"theta": theta, "class": str(e["class"]), "mode": e["mode"],
-                     "balanced": e["single_class"]["balanced"],
-                     "unpruned": e["single_class_unpruned"]["balanced"]})  # fmt: skip
+        if isinstance(e["setting"], str):  # zero / 33% / 66% / median: in the table; the curve is the sweep
+            continue
+        base = {"class": str(e["class"]), "mode": e["mode"].upper(), "theta": float(e["setting"])}
+        rows.append(base | {"criterion": "activation (semantic)", "balanced": e["single_class"]["balanced"],
+                            "unpruned": e["single_class_unpruned"]["balanced"],
+                            "params": 100 * e["params_removed"], "flops": 100 * e["flops_removed"],
+                            "physical": 100 * e.get("physical", {}).get("params_removed", float("nan"))})  # fmt: skip
+        controls = e.get("controls", {})
+        if "magnitude" in controls:
+            rows.append(base | {"criterion": "weight magnitude", "balanced": controls["magnitude"]["single_class"]
+                                ["balanced"]})  # fmt: skip
+        for draw in controls.get("random", []):
+            rows.append(base | {"criterion": "random", "balanced": draw["single_class"]["balanced"]})
+    return pd.DataFrame(rows)
+
+
+CRITERIA = {"activation (semantic)": "tab:blue", "attention": "tab:blue", "weight magnitude": "tab:orange",
+            "random": "tab:grey"}  # fmt: skip
+
+
+def pruning_curves(entries: list[dict], out: Path, title: str, pdf: bool = True) -> list[Path]:
+    """Semantic pruning against its controls, per mode: balanced single-class test accuracy (mean over the
+    analysed classes; band: std over classes, for random over classes and draws) against theta for filters chosen
+    by accumulated activation, by weight magnitude and at random; and the parameters and FLOPs removed against
+    theta (every pruned filter counted; dotted: what the physically smaller network removes)."""
+    frame = pruning_frame(entries)
+    if frame.empty:
+        return []
+    plt, sns = _plt()
+    modes = sorted(set(frame["mode"]), reverse=True)  # NWP, LWP
+    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4.2 * (len(modes) + 1), 3.6), squeeze=False)
+    axes = axes[0]
+    unpruned = frame["unpruned"].dropna().mean()
+    for ax, mode in zip(axes, modes, strict=False):
+        data = frame[frame["mode"] == mode]
+        order = [c for c in CRITERIA if c in set(data["criterion"])]
+        sns.lineplot(data=data, x="theta", y="balanced", hue="criterion", hue_order=order, palette=CRITERIA,
+                     marker="o", errorbar="sd", ax=ax)  # fmt: skip
+        ax.axhline(unpruned, color="k", ls="--", lw=0.8, label="unpruned")
+        ax.set(xlabel=f"θ (share of filters pruned, {mode})", ylabel="balanced single-class test accuracy (%)")
+        ax.legend(fontsize=7)
+    cost = frame[frame["criterion"] == "activation (semantic)"].groupby(["mode", "theta"])[
+        ["params", "flops", "physical"]].mean().reset_index()  # fmt: skip
+    ax = axes[-1]
+    for mode, colour in zip(modes, ("tab:blue", "tab:green"), strict=False):
+        part = cost[cost["mode"] == mode]
+        ax.plot(part["theta"], part["params"], "-o", color=colour, label=f"{mode} parameters")
+        ax.plot(part["theta"], part["flops"], "--s", color=colour, label=f"{mode} FLOPs")
+        ax.plot(part["theta"], part["physical"], ":", color=colour, label=f"{mode} parameters, physically removed")
+    ax.set(xlabel="θ", ylabel="removed (% of the unpruned network)")
+    ax.legend(fontsize=6)
+    fig.suptitle(title + " · semantic pruning vs random and weight-magnitude choices of as many filters", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, plt, pdf)
+
+
+def ranking_pruning_curves(entries: list[dict], unpruned: float, out: Path, title: str, pdf: bool = True) -> list:
+    """Filter attention's ranking: test top-1 after removing the lowest-attention share of the filters, against
+    the same number removed by weight magnitude and at random (band: std over draws), per mode."""
+    import pandas as pd
+
+    rows = []
+    for e in entries:
+        base = {"mode": e["mode"].upper(), "ratio": 100 * e["ratio"]}
+        rows.append(base | {"criterion": "attention", "top1": e["test"]["top1"]})
+        controls = e.get("controls", {})
+        if "magnitude" in controls:
+            rows.append(base | {"criterion": "weight magnitude", "top1": controls["magnitude"]["test"]["top1"]})
+        rows += [base | {"criterion": "random", "top1": r["test"]["top1"]} for r in controls.get("random", [])]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    nwp = frame[frame["mode"] == "nwp"].sort_values("theta")
-    legend = len(set(nwp["class"])) <= 10
-    sns.lineplot(data=nwp, x="theta", y="balanced", hue="class", marker="o", ax=axes[0], legend=legend)
-    axes[0].set(xlabel="θ (share of filters pruned, network-wise)", ylabel="balanced single-class accuracy (%)")
-    sns.lineplot(data=frame, x="theta", y="balanced", hue="mode", marker="o", errorbar="sd", ax=axes[1])
-    axes[1].axhline(frame["unpruned"].mean(), color="grey", ls="--", lw=0.8, label="unpruned (mean)")
-    axes[1].set(xlabel="θ", ylabel="mean over classes (%)")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    plt, sns = _plt()
+    modes = sorted(set(frame["mode"]), reverse=True)
+    fig, axes = plt.subplots(1, len(modes), figsize=(4.5 * len(modes), 3.6), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=False):
+        data = frame[frame["mode"] == mode]
+        order = [c for c in CRITERIA if c in set(data["criterion"])]
+        sns.lineplot(data=data, x="ratio", y="top1", hue="criterion", hue_order=order, palette=CRITERIA, marker="o",
+                     errorbar="sd", ax=ax)  # fmt: skip
+        ax.axhline(unpruned, color="k", ls="--", lw=0.8, label="unpruned")
+        ax.set(xlabel=f"filters removed (%, {mode})", ylabel="test top-1 (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title + " · pruning by attention rank vs random and weight-magnitude choices", fontsize=9)
     fig.tight_layout()
     return save(fig, out, plt, pdf)

@@ -17,10 +17,16 @@ def fmt(values: list[float], digits: int = 1) -> str:
     return text + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
 
 
+def _balanced(scores: dict | None) -> float:
+    return scores["single_class"]["balanced"] if scores else float("nan")
+
+
 def pruning_table(records: list[RunRecord]) -> str:
-    """Semantic pruning per (dataset, backbone, mode, setting), mean over classes then over seeds: balanced
-    single-class accuracy of the pruned and the unpruned network, the classes whose balanced accuracy is kept or
-    improved, multi-class accuracy, parameters and FLOPs removed, and the physically pruned network's latency."""
+    """Semantic pruning per (dataset, backbone, mode, setting), mean over classes then mean ± std over seeds:
+    balanced single-class test accuracy of the network pruned by activation, by weight magnitude and at random
+    (mean of the draws), and unpruned; the classes whose balanced accuracy is kept or improved; multi-class
+    accuracy; the parameters and FLOPs the pruned filters take out, the parameters the physically smaller network
+    really loses, and its latency."""
     runs = [r for r in records if r.spec["method"] == "semantic-pruning" and r.extras.get("pruning")]
     if not runs:
         return ""
@@ -37,52 +43,112 @@ def pruning_table(records: list[RunRecord]) -> str:
             c["pruned"].append(float(np.mean(pruned)))
             c["unpruned"].append(float(np.mean(unpruned)))
             c["kept"].append(100.0 * float(np.mean([p >= u for p, u in zip(pruned, unpruned, strict=True)])))
+            controls = [e.get("controls", {}) for e in entries]
+            if all(controls):
+                c["magnitude"].append(float(np.mean([_balanced(k["magnitude"]) for k in controls])))
+                c["random"].append(float(np.mean([np.mean([_balanced(d) for d in k["random"]]) for k in controls])))
             c["multi"].append(float(np.mean([e["multi_class"] for e in entries])))
             c["params"].append(100.0 * float(np.mean([e["params_removed"] for e in entries])))
             c["flops"].append(100.0 * float(np.mean([e["flops_removed"] for e in entries])))
+            physical = [e["physical"]["params_removed"] for e in entries if "params_removed" in e.get("physical", {})]
+            if physical:
+                c["physical"].append(100.0 * float(np.mean(physical)))
             latency = [e["physical"]["latency_ms"] for e in entries if e.get("physical", {}).get("latency_ms")]
             if latency and base_latency:
                 c["latency"].append(100.0 * float(np.mean(latency)) / base_latency)
     lines = [
-        "### Semantic pruning: single-class classifiers after pruning (no retraining)",
+        "### Semantic pruning: single-class classifiers after pruning (no retraining), against controls",
         "",
-        "Balanced accuracy of the network as a classifier for one class vs the rest (mean over the analysed classes,"
-        " then mean ± std over seeds); kept: share of classes whose balanced accuracy is not lower than unpruned;"
-        " latency of the physically pruned network relative to the unpruned one (first class, batch of 32).",
+        "Balanced test accuracy of the network as a classifier for one class vs the rest (mean over the analysed "
+        "classes, then mean ± std over seeds), with the filters chosen by accumulated activation (the method), by "
+        "weight magnitude (the lowest L1 norms) and at random (mean of the draws), as many filters each; kept: "
+        "share of classes whose balanced accuracy is not lower than unpruned; parameters and FLOPs removed: by "
+        "every pruned filter, whether removed or masked; physically removed: what the really smaller network "
+        "loses; latency of that network relative to the unpruned one (first class, batch of 32).",
         "",
-        "| dataset · backbone | mode | setting | pruned bal. acc. (%) | unpruned (%) | kept (%) | multi-class top-1 (%)"
-        " | params removed (%) | FLOPs removed (%) | latency (% of unpruned) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| dataset · backbone | mode | setting | activation bal. acc. (%) | weight magnitude (%) | random (%) |"
+        " unpruned (%) | kept (%) | multi-class top-1 (%) | params removed (%) | FLOPs removed (%) |"
+        " physically removed params (%) | latency (% of unpruned) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (dataset, backbone, mode, setting), c in cells.items():
         lines.append(
-            f"| {dataset} · {backbone} | {mode} | {setting} | {fmt(c['pruned'])} | {fmt(c['unpruned'])} | "
-            f"{fmt(c['kept'])} | {fmt(c['multi'])} | {fmt(c['params'])} | {fmt(c['flops'])} | {fmt(c['latency'])} |"
+            f"| {dataset} · {backbone} | {mode} | {setting} | {fmt(c['pruned'])} | {fmt(c['magnitude'])} | "
+            f"{fmt(c['random'])} | {fmt(c['unpruned'])} | {fmt(c['kept'])} | {fmt(c['multi'])} | "
+            f"{fmt(c['params'])} | {fmt(c['flops'])} | {fmt(c['physical'])} | {fmt(c['latency'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def theta_table(records: list[RunRecord]) -> str:
+    """Semantic pruning's per-class theta, chosen on val (the largest of the sweep that keeps the val single-class
+    balanced accuracy) and reported on test, against the controls at the same theta."""
+    runs = [r for r in records if r.spec["method"] == "semantic-pruning" and r.extras.get("selected")]
+    if not runs:
+        return ""
+    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        for mode in sorted({s["mode"] for s in r.extras["selected"]}, reverse=True):
+            chosen = [s for s in r.extras["selected"] if s["mode"] == mode]
+            c = cells[(r.spec["dataset"], r.spec["backbone"], mode)]
+            c["theta"].append(float(np.mean([s["theta"] for s in chosen])))
+            c["test"].append(float(np.mean([s["test"] for s in chosen])))
+            c["unpruned"].append(float(np.mean([s["test_unpruned"] for s in chosen])))
+            c["kept"].append(100.0 * float(np.mean([s["test"] >= s["test_unpruned"] for s in chosen])))
+            # at theta = 0 nothing is pruned: each control is the unpruned network
+            c["magnitude"].append(float(np.mean([s["controls"]["magnitude"] if "controls" in s else s["test"]
+                                                 for s in chosen])))  # fmt: skip
+            c["random"].append(float(np.mean([np.mean(s["controls"]["random"]) if "controls" in s else s["test"]
+                                              for s in chosen])))  # fmt: skip
+    lines = [
+        "### Semantic pruning: per-class θ chosen on val, reported on test",
+        "",
+        "θ per class: the largest of the sweep whose val balanced single-class accuracy is not below the unpruned "
+        "network's (0: none keeps it). Test balanced accuracy at that θ (mean over classes, then mean ± std over "
+        "seeds), the unpruned network's, the share of classes kept on test, and the controls at the same θ.",
+        "",
+        "| dataset · backbone | mode | mean θ | activation bal. acc. (%) | weight magnitude (%) | random (%) |"
+        " unpruned (%) | kept on test (%) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (dataset, backbone, mode), c in cells.items():
+        lines.append(
+            f"| {dataset} · {backbone} | {mode} | {fmt(c['theta'], 2)} | {fmt(c['test'])} | {fmt(c['magnitude'])} |"
+            f" {fmt(c['random'])} | {fmt(c['unpruned'])} | {fmt(c['kept'])} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def attention_pruning_table(records: list[RunRecord]) -> str:
-    """Filter attention: test top-1 after removing the lowest-ranked filters (network-wise and per layer)."""
+    """Filter attention: test top-1 after removing the lowest-ranked filters (network-wise and per layer), against
+    as many filters removed by weight magnitude and at random."""
     runs = [r for r in records if r.spec["method"] == "filter-attention" and r.extras.get("attention_pruning")]
     if not runs:
         return ""
     from finebench.reports.tables import budget_key, method_label
 
-    cells: dict[tuple, list[float]] = defaultdict(list)
+    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:  # each variant (and budget) apart: their attention, so their rankings, differ
         label = method_label("filter-attention", r.spec.get("method_config", {}))
         for entry in r.extras["attention_pruning"]:
             key = (r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), label, entry["mode"], entry["ratio"])
-            cells[key].append(entry["test"]["top1"])
+            cells[key]["attention"].append(entry["test"]["top1"])
+            controls = entry.get("controls")
+            if controls:
+                cells[key]["magnitude"].append(controls["magnitude"]["test"]["top1"])
+                cells[key]["random"].append(float(np.mean([d["test"]["top1"] for d in controls["random"]])))
     lines = [
-        "### Filter attention: accuracy after removing the lowest-attention filters (no retraining)",
+        "### Filter attention: accuracy after removing the lowest-attention filters (no retraining), against controls",
         "",
-        "| dataset · backbone · budget | row | mode | filters removed | test top-1 (%) |",
-        "|---|---|---|---:|---:|",
+        "Test top-1 (mean ± std over seeds) with the lowest-ranked filters removed, and with as many removed by "
+        "weight magnitude (the lowest L1 norms of the deployed filters) and at random (mean of the draws).",
+        "",
+        "| dataset · backbone · budget | row | mode | filters removed | attention | weight magnitude | random |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
-    for (dataset, backbone, budget, label, mode, ratio), values in sorted(cells.items(), key=lambda kv: kv[0]):
-        lines.append(f"| {dataset} · {backbone} · {budget} | {label} | {mode} | {100 * ratio:g} % | {fmt(values)} |")
+    for (dataset, backbone, budget, label, mode, ratio), c in sorted(cells.items(), key=lambda kv: kv[0]):
+        lines.append(f"| {dataset} · {backbone} · {budget} | {label} | {mode} | {100 * ratio:g} % | "
+                     f"{fmt(c['attention'])} | {fmt(c['magnitude'])} | {fmt(c['random'])} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
