@@ -36,7 +36,8 @@ def add_run(sub) -> None:
     p = sub.add_parser("run", help="train and evaluate methods under one budget; one record per run")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="spec overrides, e.g. epochs=5 lr=0.1")
     p.add_argument("--spec", help="YAML suite spec; flags and key=value override it")
-    p.add_argument("--preset", help="named budget, e.g. quick (the demo budget)")
+    p.add_argument("--preset", help="a named starting point: quick (the demo budget) or a paper's experiment "
+                   "(bench list presets)")  # fmt: skip
     p.add_argument("--methods", help="'all' or a comma list, e.g. cut-fc,cut-full")
     p.add_argument("--dataset", "--datasets", dest="dataset", help="dataset name(s), comma separated")
     p.add_argument("--backbone", "--backbones", dest="backbone", help="backbone name(s), comma separated")
@@ -201,7 +202,7 @@ def cmd_status(args) -> int:
 
 def add_list(sub) -> None:
     p = sub.add_parser("list", help="what is registered (datasets: and whether each is under the data root)")
-    p.add_argument("what", choices=("methods", "datasets", "backbones"))
+    p.add_argument("what", choices=("methods", "datasets", "backbones", "presets"))
     p.add_argument("--data-root", help="data root for `list datasets` (default: $FINEBENCH_DATA, then the cache dir)")
     p.add_argument("--verbose", "-v", action="store_true", help="datasets: classes, images, source and license")
 
@@ -211,6 +212,12 @@ def cmd_list(args) -> int:
     from finebench.datasets import DATASETS, data_root, presence
     from finebench.methods import METHODS
 
+    if args.what == "presets":
+        from finebench.benchmark.presets import PRESETS, describe
+
+        for preset in PRESETS.values():
+            print("\n".join(describe(preset)))
+        return 0
     registry = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}[args.what]
     width = max(len(e.name) for e in registry)
     if args.what == "datasets":

@@ -16,7 +16,7 @@ from finebench.benchmark.progress import Reporter
 from finebench.benchmark.runner import Run
 from finebench.benchmark.spec import LATER_FIELDS, SPEC_VERSION, SpecError, build_suite
 from finebench.benchmark.suite import expand, pick_device
-from finebench.reports.tables import runs_frame
+from finebench.reports.frame import runs_frame
 
 
 def spec(**over):

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from finebench.reports import write_report
-from finebench.reports.tables import latex, markdown, runs_frame, summarize, tex_escape
+from finebench.reports.compare import summarize
+from finebench.reports.frame import runs_frame
+from finebench.reports.tables import latex, markdown, tex_escape
 from finebench.results.store import ResultStore
 
 from records import make_record
@@ -67,7 +69,7 @@ def test_write_report_from_store(tmp_path):
 
 
 def test_default_tuple_settings_read_back_from_json_are_not_variants():
-    from finebench.reports.tables import method_label
+    from finebench.reports.frame import method_label
 
     default = {"sweep": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "modes": ["nwp", "lwp"]}
     assert method_label("semantic-pruning", default) == "semantic-pruning"

@@ -151,7 +151,7 @@ def test_per_image_test_results_are_recorded_and_agree_with_the_metrics(tmp_path
 
 def test_split_seed_can_follow_each_runs_seed_and_a_teacher_follows_its_student(tmp_path):
     from finebench.benchmark.spec import SpecError
-    from finebench.reports.tables import budget_key
+    from finebench.reports.frame import budget_key
 
     a = run(spec(split_seed="seed"), tmp_path)
     b = run(spec(split_seed="seed", seeds=[1]), tmp_path)

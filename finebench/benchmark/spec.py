@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from finebench.benchmark.presets import PRESETS
+
 SPEC_VERSION = 1
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -124,11 +126,6 @@ class RunSpec:
     def label(self) -> str:
         return spec_label(vars(self))
 
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The demo budget: small images, few epochs, so `--methods all` finishes on two CPU cores in minutes.
-    "quick": {"epochs": 3, "resolution": 128, "batch_size": 32},
-}
 
 SUITE_KEYS = ("methods", "datasets", "backbones", "seeds", "method_config")
 ALIASES = {"method": "methods", "dataset": "datasets", "backbone": "backbones", "seed": "seeds"}
@@ -328,7 +325,7 @@ def build_suite(*layers: Mapping[str, Any]) -> SuiteSpec:
     for name in preset_names:
         if name not in PRESETS:
             raise SpecError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-        raw = merge(raw, PRESETS[name])
+        raw = merge(raw, PRESETS[name].values)
     for layer in layers:
         raw = merge(raw, {k: v for k, v in layer.items() if k != "preset"})
     unknown = [k for k in raw if k not in SUITE_KEYS and k not in TRAIN_KEYS]

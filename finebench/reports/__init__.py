@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finebench.reports.compare import BASELINE, summarize
 from finebench.reports.figures import (
     attention_figure,
     attention_histograms,
@@ -15,6 +16,7 @@ from finebench.reports.figures import (
     pruning_curves,
     ranking_pruning_curves,
 )
+from finebench.reports.frame import TEACHER, budget_key, method_label, runs_frame
 from finebench.reports.method_tables import (
     attention_pruning_table,
     distillation_table,
@@ -22,17 +24,7 @@ from finebench.reports.method_tables import (
     pruning_table,
     theta_table,
 )
-from finebench.reports.tables import (
-    BASELINE,
-    TEACHER,
-    budget_key,
-    csv_frame,
-    latex,
-    markdown,
-    method_label,
-    runs_frame,
-    summarize,
-)
+from finebench.reports.tables import csv_frame, latex, markdown
 from finebench.results.record import RunRecord
 from finebench.results.store import ResultStore
 
@@ -84,7 +76,8 @@ def write_report(
             raise ValueError(f"--methods {methods}: no such runs; the records hold {sorted(set(runs['method']))}")
         runs = runs[keep]
     report.runs = len(runs)
-    if baseline not in set(runs["method"]) and baseline != BASELINE:
+    known = set(runs["method"]) | set(runs["method_name"])  # a row label, or a method with one row per table
+    if baseline not in known and baseline != BASELINE:
         raise ValueError(f"--baseline {baseline!r} is not a row of these runs; rows: {sorted(set(runs['method']))}")
     summary = summarize(runs, baseline, metric)
     out.mkdir(parents=True, exist_ok=True)

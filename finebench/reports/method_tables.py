@@ -125,7 +125,7 @@ def attention_pruning_table(records: list[RunRecord]) -> str:
     runs = [r for r in records if r.spec["method"] == "filter-attention" and r.extras.get("attention_pruning")]
     if not runs:
         return ""
-    from finebench.reports.tables import budget_key, method_label
+    from finebench.reports.frame import budget_key, method_label
 
     cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:  # each variant (and budget) apart: their attention, so their rankings, differ
@@ -193,7 +193,8 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
     optimiser, then accuracy, best epoch and the test against the baseline; cut-fc (the paper's F-only baseline)
     and cut-full as reference rows. One table per (dataset, backbone, budget) that has a filter-attention row."""
     from finebench.methods.filter_attention import parse_schedule
-    from finebench.reports.tables import Column, cell, method_label, row_label, significance_cell
+    from finebench.reports.frame import method_label
+    from finebench.reports.tables import Column, cell, row_label, significance_cell
 
     def mean_std(row, metric: str) -> str:
         return cell(row, Column(metric, metric, metric, "num"), "±")

@@ -1,0 +1,141 @@
+"""One row per finished run, from the records alone: what a comparison table needs of each run (its budget,
+label, metrics, costs and per-image test results), and teachers joined to their students' tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+
+from finebench.benchmark.spec import identity_train
+from finebench.results import predictions
+from finebench.results.record import RunRecord
+
+
+def budget_key(spec: dict) -> str:
+    """Runs are comparable only under the same training config (epochs, resolution, optimiser, split...)."""
+    return hashlib.sha256(json.dumps(identity_train(spec["train"]), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def arithmetic(train: dict) -> str:
+    """How a run's arithmetic ran, for the caption: fp32 unless mixed precision, plus memory format, compilation and
+    the cuDNN mode when they are not the defaults (records written before these settings existed used fp32 NCHW)."""
+    parts = [{"bf16": "bf16 autocast", "fp16": "fp16 autocast + grad scaler"}.get(train.get("amp", "off"), "fp32")]
+    if train.get("channels_last"):
+        parts.append("channels_last")
+    if train.get("compile"):
+        parts.append("torch.compile")
+    if train.get("cudnn", "benchmark") != "benchmark":
+        parts.append(f"cuDNN {train['cudnn']}")
+    return ", ".join(parts)
+
+
+def method_label(method: str, config: dict) -> str:
+    """The method's name, plus the settings that differ from its defaults (so variants get their own rows)."""
+    from finebench.methods import METHODS
+
+    defaults: dict = {}
+    if method in METHODS:
+        defaults = dataclasses.asdict(METHODS.get(method).Config())
+
+    def norm(v):  # records hold JSON lists where a config holds tuples
+        return list(v) if isinstance(v, tuple) else v
+
+    changed = {k: v for k, v in sorted(config.items()) if norm(defaults.get(k, object())) != norm(v)}
+    return method + (" (" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
+
+
+def seconds_to_target(r: RunRecord, target: float) -> float:
+    """Seconds (own, plus charged phases, which precede training) until val top-1 first reaches `target`; NaN if it
+    never does."""
+    charged = r.cost.get("charged_seconds", 0.0)
+    for e in r.epochs:
+        if "val" in e and e["val"]["top1"] >= target:
+            return e["elapsed"] + charged
+    return math.nan
+
+
+def train_flops(cost: dict) -> float:
+    """Measured training FLOPs; records written before they were measured hold the 3 x forward estimate; NaN when a
+    record has neither."""
+    value = cost.get("train_flops", cost.get("train_flops_estimate"))
+    return math.nan if value is None else float(value)
+
+
+def run_row(r: RunRecord, target: float | None = None) -> dict:
+    train, cfg = r.spec["train"], r.spec.get("method_config", {})
+    own = r.cost["total_seconds"]
+    charged = r.cost.get("charged_seconds", 0.0)
+    charges = r.cost.get("charges", {}).values()
+    return {
+        "dataset": r.spec["dataset"],
+        "backbone": r.spec["backbone"],
+        "budget": budget_key(r.spec),
+        "epochs": train["epochs"],
+        "resolution": train["resolution"],
+        "arithmetic": arithmetic(train),
+        "method": method_label(r.spec["method"], r.spec.get("method_config", {})),
+        "method_name": r.spec["method"],
+        "seed": r.spec["seed"],
+        "commit": (r.env.get("commit") or "unknown")[:10],
+        "test_top1": r.best["test"]["top1"],
+        "test_top3": r.best["test"]["top3"],
+        "test_mean_class": r.best["test"].get("mean_class", math.nan),
+        "val_top1": r.best["val"]["top1"],
+        "last_test_top1": r.last["test"]["top1"],
+        "best_epoch": r.best["epoch"],
+        # charged phases (a teacher's or source model's training, a calibration pass) precede training: they
+        # count towards the time to best and the total; `own_seconds` is the method's own training and evaluation
+        "seconds_to_best": r.best["seconds_to_best"] + charged,
+        "own_seconds": own,
+        "total_seconds": own + charged,
+        # everything it took to produce the model, charged phases included
+        "samples_total": r.cost.get("samples", 0) + sum(c.get("samples", 0) for c in charges),
+        # training FLOPs as measured (older records: the 3 x forward estimate they were written with)
+        "flops_total": train_flops(r.cost) + sum(c.get("flops", 0.0) for c in charges),
+        **({"seconds_to_target": seconds_to_target(r, target)} if target is not None else {}),
+        "trainable": r.params["trainable"],
+        "total": r.params["total"],
+        "capped": bool(r.cost.get("capped")),
+        "split_hash": r.dataset["split_hash"],
+        "trained": bool(r.epochs),  # False: the method trains no model of its own (an analysis of a source model)
+        # what a student's own baseline must share with it: cut-full with the same frozen stages and BatchNorm
+        "setting": (int(cfg.get("freeze_stages", 0)), bool(cfg.get("freeze_bn", False))),
+        "teacher_run": r.sources.get("teacher"),
+        "teacher_val": math.nan,  # filled in by runs_frame when the teacher's record is in the store
+        "note": r.extras.get("variant"),  # a method's word on this configuration (e.g. the paper's ablation)
+        "images": predictions.decode(r.best.get("test_predictions")),  # per-image test results (newer records)
+    }
+
+
+TEACHER = "teacher"  # method_name of the rows that show a distillation method's teacher
+
+
+def runs_frame(records: Iterable[RunRecord], target: float | None = None) -> pd.DataFrame:
+    """One row per finished run; a teacher used by a run also appears in that run's table (once per teacher run),
+    labelled `teacher: <method> (<backbone>)`, so a student, its distilled variants and their teacher sit together."""
+    records = [r for r in records if r.status == "ok"]
+    by_id = {r.run_id: r for r in records}
+    rows, teachers = [], set()
+    for r in records:
+        row = run_row(r, target)
+        rows.append(row)
+        teacher = by_id.get(r.sources.get("teacher", ""))
+        if teacher is not None:
+            row["teacher_val"] = teacher.best["val"]["top1"]
+        if teacher is None or (row["dataset"], row["backbone"], row["budget"], teacher.run_id) in teachers:
+            continue
+        teachers.add((row["dataset"], row["backbone"], row["budget"], teacher.run_id))
+        t = run_row(teacher, target)
+        weights = teacher.spec["train"].get("weights", "default")
+        differs = weights != r.spec["train"].get("weights", "default")  # the student's weights are the default
+        label = f"teacher: {t['method']} ({t['backbone']}" + (f", weights={weights})" if differs else ")")
+        group = {k: row[k] for k in ("dataset", "backbone", "budget")}
+        rows.append(t | group | {"method": label, "method_name": TEACHER, "teacher_val": math.nan})
+    frame = pd.DataFrame(rows)
+    frame.attrs["target"] = target
+    return frame
