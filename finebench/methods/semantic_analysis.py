@@ -155,7 +155,8 @@ def analyse(method: SemanticPruning, model: nn.Module, ctx: Context) -> dict[str
         for mode, setting in settings:
             t = time.perf_counter()
             chosen = select_filters(gamma_c, setting, mode, cfg.normalise, tiebreak=a.magnitude)
-            ev = a.evaluate(c, chosen, images.get(c), before, timed=c == classes[0])
+            timed = c == classes[0] and setting in DISCRETE  # latency: the first class's discrete settings
+            ev = a.evaluate(c, chosen, images.get(c), before, timed)
             picks = a.controls.choose(chosen, per_layer=mode == "lwp")
             controls = {"magnitude": a.control(picks["magnitude"], c),
                         "random": [a.control(r, c) for r in picks["random"]]}  # fmt: skip
