@@ -1,14 +1,25 @@
 """Hand-made run records for store and report tests."""
 
+import dataclasses
+
+from finebench.methods import METHODS
 from finebench.results.record import RunRecord
 
 
 def make_record(method: str, seed: int, top1: float, top3: float = 90.0, *, epochs: int = 5, best_epoch: int = 3,
                 seconds: float = 10.0, dataset: str = "synthetic", run_id: str | None = None) -> RunRecord:  # fmt: skip
     train = {"epochs": epochs, "resolution": 64, "lr": 0.01}
+    config = dataclasses.asdict(METHODS.get(method).Config()) if method in METHODS else {}  # resolved, as a run's
     return RunRecord(
         run_id=run_id or f"{method}-{seed}-{epochs}-{dataset}".replace(":", "_"),
-        spec={"method": method, "dataset": dataset, "backbone": "test_resnet", "seed": seed, "train": train},
+        spec={
+            "method": method,
+            "method_config": config,
+            "dataset": dataset,
+            "backbone": "test_resnet",
+            "seed": seed,
+            "train": train,
+        },  # fmt: skip
         dataset={"name": dataset, "split_hash": "abc"},
         backbone={"arch": "test_resnet", "weights": "random"},
         env={"commit": None},

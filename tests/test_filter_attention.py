@@ -1,5 +1,7 @@
 """Filter attention: wrapping/folding identity, penalties by hand, the letter schedule, parameter groups."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -102,9 +104,9 @@ def test_l2_is_a_group_norm_per_filter_over_its_input_channels():
 def test_the_default_is_the_papers_penalty_and_no_penalty_is_the_named_ablation():
     cfg = FilterAttentionConfig()
     assert (cfg.penalty, cfg.lam) == ("diverge", 1.0)
-    assert FilterAttention(cfg).variant_note() is None
-    assert "ablation" in FilterAttention(FilterAttentionConfig(penalty="none", lam=0.0)).variant_note()
-    assert "ablation" in FilterAttention(FilterAttentionConfig(lam=0.0)).variant_note()
+    assert FilterAttention.note(dataclasses.asdict(cfg)) is None
+    assert "ablation" in FilterAttention.note({"penalty": "none", "lam": 0.0})
+    assert "ablation" in FilterAttention.note({"penalty": "diverge", "lam": 0.0})
 
 
 def test_diverge_bound_keeps_the_penalty_bounded():

@@ -71,9 +71,9 @@ def test_write_report_from_store(tmp_path):
 def test_default_tuple_settings_read_back_from_json_are_not_variants():
     from finebench.reports.frame import method_label
 
-    default = {"sweep": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "modes": ["nwp", "lwp"]}
+    default = {"sweep": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "modes": ["nwp", "lwp"], "accumulate": "signed"}
     assert method_label("semantic-pruning", default) == "semantic-pruning"
-    assert method_label("semantic-pruning", {"sweep": [0.5]}) == "semantic-pruning (sweep=[0.5])"
+    assert method_label("semantic-pruning", {"sweep": [0.5], "accumulate": "signed"}) == "semantic-pruning (sweep=[0.5])"
 
 
 def test_method_settings_get_their_own_rows_and_commits_are_flagged():

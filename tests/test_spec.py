@@ -100,3 +100,47 @@ def test_durations():
     assert parse_duration(30) == 30.0 and parse_duration(None) is None
     with pytest.raises(SpecError):
         parse_duration("-5m")
+
+
+def test_config_fields_added_later_keep_the_ids_of_the_runs_they_do_not_change():
+    """A run id computed the way it was before a method's later fields existed (its config without them) is the
+    id the run still has, unless the new field changes what it does (gradient AT's weight, semantic pruning's
+    signed sums): those get new ids, and their old records read as what they did."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from finebench.benchmark.spec import SPEC_VERSION, identity_train
+    from finebench.methods import METHODS
+    from finebench.reports.frame import method_label
+
+    def old_id(spec):
+        d = spec.to_dict()
+        d["train"] = identity_train(d["train"])
+        d["method_config"] = {k: v for k, v in d["method_config"].items() if k not in METHODS.get(spec.method).LATER}
+        payload = json.dumps({"v": SPEC_VERSION, **d}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    layer = {"methods": "cut-fc,cut-full,kd,attention-transfer,at+kd,filter-attention", "datasets": "synthetic"}
+    runs = {s.method: s for s in expand(build_suite(layer))}
+    for method, spec in runs.items():
+        assert spec.run_id == old_id(spec), method
+    gradient = expand(build_suite(layer, {"method_config": {"attention-transfer": {"kind": "gradient"}}}))
+    at = next(s for s in gradient if s.method == "attention-transfer")
+    assert at.run_id != old_id(at)  # its term is weighted otherwise now
+    sp = expand(build_suite({"methods": "semantic-pruning", "datasets": "synthetic",
+                             "method_config": {"semantic-pruning": {"sweep": [0.5], "classes": 3}}}))[0]  # fmt: skip
+    assert sp.run_id != old_id(sp)  # signed sums now, sums of |R| before
+    legacy = dataclasses.replace(sp, method_config={**sp.method_config, "accumulate": "abs"})
+    assert legacy.run_id == old_id(sp)  # asking for the old behaviour finds the old records
+    # old records' labels: what their runs did
+    assert method_label("semantic-pruning", {"sweep": [0.5], "classes": 3}) == (
+        "semantic-pruning (accumulate=abs, classes=3, sweep=[0.5])"
+    )
+    assert method_label("attention-transfer", {"kind": "gradient", "beta": 1000.0}) == (
+        "attention-transfer (gradient_beta=1000.0, kind=gradient)"
+    )
+    assert method_label("attention-transfer", {"kind": "gradient", "beta": 1000.0, "gradient_beta": 1e6}) == (
+        "attention-transfer (kind=gradient)"
+    )
+    assert method_label("cut-full", {"freeze_bn": False}) == "cut-full"

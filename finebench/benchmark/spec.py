@@ -90,6 +90,14 @@ def identity_train(train: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in train.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
+def identity_config(method: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A method's resolved config without the later fields at their legacy value (see `Method.LATER`): what
+    identifies the run, the same for a spec written before those fields existed and one written after."""
+    from finebench.methods import METHODS
+
+    return METHODS.get(method).identity(dict(config)) if method in METHODS else dict(config)
+
+
 @dataclass(frozen=True)
 class SuiteSpec:
     methods: tuple[str, ...] = ("all",)
@@ -119,6 +127,7 @@ class RunSpec:
     def run_id(self) -> str:
         spec = self.to_dict()
         spec["train"] = identity_train(spec["train"])
+        spec["method_config"] = identity_config(self.method, spec["method_config"])
         payload = json.dumps({"v": SPEC_VERSION, **spec}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

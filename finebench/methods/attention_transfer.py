@@ -229,6 +229,8 @@ class ATKDConfig(ATConfig):
 class Distillation(Method):
     """A student trained with a teacher's guidance: CE (or KD) plus, for AT, the attention term."""
 
+    LATER = {"teacher_config": {}}
+
     uses_at: ClassVar[bool] = False
     uses_kd: ClassVar[bool] = False
     figure_images: ClassVar[int] = 8
@@ -261,6 +263,21 @@ class Distillation(Method):
         w = c.teacher_weights
         if w not in ("suite", "default", "random") and not Path(w).is_file():
             raise ValueError(f"{where}.teacher_weights={w!r}: not suite, default, random or an existing weights file")
+
+    @classmethod
+    def identity(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Gradient AT's weight is part of its identity even at its default: runs recorded before it existed
+        weighted the term with beta, so they are other runs."""
+        out = super().identity(config)
+        if config.get("kind") == "gradient" and "gradient_beta" in config:
+            out["gradient_beta"] = config["gradient_beta"]
+        return out
+
+    @classmethod
+    def legacy(cls, config: dict[str, Any]) -> dict[str, Any]:
+        if config.get("kind") == "gradient" and "gradient_beta" not in config:  # its term was weighted by beta
+            config = {**config, "gradient_beta": config.get("beta", 1000.0)}
+        return super().legacy(config)
 
     def where(self, fn, *args):
         """Call fn; a ValueError it raises names this method's config key."""
@@ -455,6 +472,7 @@ class AttentionTransfer(Distillation):
 
     name = "attention-transfer"
     Config = ATConfig
+    LATER = {"teacher_config": {}, "gradient_beta": 1e6}
     uses_at = True
 
 
@@ -473,5 +491,6 @@ class AttentionTransferKD(Distillation):
 
     name = "at+kd"
     Config = ATKDConfig
+    LATER = {"teacher_config": {}, "gradient_beta": 1e6}
     uses_at = True
     uses_kd = True

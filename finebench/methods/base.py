@@ -71,6 +71,15 @@ class Context:
     log: Any = None
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, reading JSON lists as the tuples a config holds."""
+
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    return norm(a) == norm(b)
+
+
 @dataclass(frozen=True)
 class NoConfig:
     pass
@@ -86,8 +95,29 @@ class Method:
     # (as a source to prune, or as a teacher) through ctx.source_model.
     keep_model: ClassVar[bool] = False
 
+    # Config fields added after records were written, each with the value that reproduces what those records did
+    # (their "legacy" value). A run's id leaves such a field out while it holds that value, so adding a field never
+    # changes the id of a run whose behaviour it does not change; a record that lacks it reads as that value.
+    LATER: ClassVar[dict[str, Any]] = {}
+
     def __init__(self, config: Any) -> None:
         self.config = config
+
+    @classmethod
+    def identity(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The part of a resolved config that identifies a run (its run id): later fields at their legacy value
+        are left out."""
+        return {k: v for k, v in config.items() if not (k in cls.LATER and _same(v, cls.LATER[k]))}
+
+    @classmethod
+    def legacy(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A recorded config with the fields it predates filled in with what its run did (their legacy value)."""
+        return {**{k: v for k, v in cls.LATER.items() if k not in config}, **config}
+
+    @classmethod
+    def note(cls, config: dict[str, Any]) -> str | None:
+        """A word on this configuration for its table row (e.g. that it is a paper's ablation), from the config."""
+        return None
 
     def extra_backbones(self, spec: RunSpec) -> list[tuple[str, str]]:
         """(backbone, weights) pairs the method builds besides the run's own (a teacher, say), so that the suite's

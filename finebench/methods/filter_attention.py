@@ -36,6 +36,7 @@ the deployed filter), evaluated on test: without those, "attention ranks filters
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +216,7 @@ class FilterAttention(Method):
 
     name = "filter-attention"
     Config = FilterAttentionConfig
+    LATER = {"control_draws": 3}
 
     def __init__(self, config: FilterAttentionConfig) -> None:
         super().__init__(config)
@@ -294,8 +296,9 @@ class FilterAttention(Method):
         self.attentions = {k: v.detach().clone() for k, v in attention_layers(model).items()}
         return fold_attention(model)
 
-    def variant_note(self) -> str | None:
-        if self.config.penalty == "none" or self.config.lam == 0:
+    @classmethod
+    def note(cls, config: dict[str, Any]) -> str | None:
+        if config.get("penalty") == "none" or config.get("lam") == 0:
             return "the paper's ablation: attention without a penalty"
         return None
 
@@ -304,7 +307,7 @@ class FilterAttention(Method):
         network-wise (nwp) or of each layer (lwp), masked, no retraining) evaluated on val and test after selection,
         each beside its controls (random and weight-magnitude choices of as many filters)."""
         out: dict[str, Any] = {"attention": self.stats, "attention_pruning": []}
-        if note := self.variant_note():
+        if note := self.note(dataclasses.asdict(self.config)):
             out["variant"] = note
         if ctx.evaluate is None or not self.config.prune_ratios:
             return out

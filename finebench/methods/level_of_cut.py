@@ -40,6 +40,7 @@ class CutConfig:
 
 class LevelOfCut(Method):
     Config = CutConfig
+    LATER = {"freeze_stages": 0}
     level: ClassVar[str] = "full"
 
     def __init__(self, config: CutConfig) -> None:

@@ -254,6 +254,7 @@ class SemanticPruning(Method):
 
     name = "semantic-pruning"
     Config = SemanticPruningConfig
+    LATER = {"accumulate": "abs", "analysis_fraction": 1.0, "control_draws": 3}  # records before: sums of |R|
     trains = False
 
     def __init__(self, config: SemanticPruningConfig) -> None:

@@ -39,14 +39,22 @@ def method_label(method: str, config: dict) -> str:
     from finebench.methods import METHODS
 
     defaults: dict = {}
-    if method in METHODS:
+    if method in METHODS:  # a record that predates a config field reads as what its run did (Method.LATER)
         defaults = dataclasses.asdict(METHODS.get(method).Config())
+        config = METHODS.get(method).legacy(config)
 
     def norm(v):  # records hold JSON lists where a config holds tuples
         return list(v) if isinstance(v, tuple) else v
 
     changed = {k: v for k, v in sorted(config.items()) if norm(defaults.get(k, object())) != norm(v)}
     return method + (" (" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
+
+
+def method_note(method: str, config: dict) -> str | None:
+    """The method's word on a (recorded) configuration for its row, e.g. that it is the paper's ablation."""
+    from finebench.methods import METHODS
+
+    return METHODS.get(method).note(METHODS.get(method).legacy(config)) if method in METHODS else None
 
 
 def seconds_to_target(r: RunRecord, target: float) -> float:
@@ -107,7 +115,7 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "setting": (int(cfg.get("freeze_stages", 0)), bool(cfg.get("freeze_bn", False))),
         "teacher_run": r.sources.get("teacher"),
         "teacher_val": math.nan,  # filled in by runs_frame when the teacher's record is in the store
-        "note": r.extras.get("variant"),  # a method's word on this configuration (e.g. the paper's ablation)
+        "note": method_note(r.spec["method"], cfg),  # a method's word on this configuration (the paper's ablation)
         "images": predictions.decode(r.best.get("test_predictions")),  # per-image test results (newer records)
     }
 
