@@ -73,7 +73,8 @@ def test_default_tuple_settings_read_back_from_json_are_not_variants():
 
     default = {"sweep": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "modes": ["nwp", "lwp"], "accumulate": "signed"}
     assert method_label("semantic-pruning", default) == "semantic-pruning"
-    assert method_label("semantic-pruning", {"sweep": [0.5], "accumulate": "signed"}) == "semantic-pruning (sweep=[0.5])"
+    one = {"sweep": [0.5], "accumulate": "signed"}
+    assert method_label("semantic-pruning", one) == "semantic-pruning (sweep=[0.5])"
 
 
 def test_method_settings_get_their_own_rows_and_commits_are_flagged():
@@ -234,12 +235,13 @@ def test_method_tables_from_extras():
         sp.append(r)
     table = pruning_table(sp)
     # seed 0: mean(90, 80) = 85; seed 1: mean(92, 80) = 86 -> 85.5 ± 0.7; magnitude mean(70, 74) = 72; random:
-    # mean of the draws' means, (61 + 61) / 2; one class of two kept; 20 % physically removed; latency 80 %
+    # each draw's mean over the classes, 59 and 63 in both seeds -> 61 ± 2.3 over seeds and draws; one class of two
+    # kept; 20 % physically removed; latency 80 %
     assert (
-        "| synthetic · test_resnet | nwp | 33% | 85.5 ± 0.7 | 72.0 ± 0.0 | 61.0 ± 0.0 | 86.0 ± 0.0 | 50.0 ± 0.0 |"
-        " 70.0 ± 0.0 |" in table
+        "| semantic-pruning | nwp | 33% | 85.5 ± 0.7 | 72.0 ± 0.0 | 61.0 ± 2.3 | 86.0 ± 0.0 | 50.0 ± 0.0 | 70.0 ± 0.0 |"
+        in table
     )
-    assert table.rstrip().endswith("| 25.0 ± 0.0 | 10.0 ± 0.0 | 20.0 ± 0.0 | 80.0 ± 0.0 |")
+    assert table.rstrip().endswith("| 25.0 ± 0.0 | — / — | 10.0 ± 0.0 | 20.0 ± 0.0 | 80.0 ± 0.0 |")
     fa = make_record("filter-attention", 0, 70.0)
     fa.extras = {"attention_pruning": [{"mode": "nwp", "ratio": 0.05, "test": {"top1": 66.5},
                  "controls": {"magnitude": {"test": {"top1": 60.0}},
@@ -248,7 +250,7 @@ def test_method_tables_from_extras():
     out.spec["method_config"] = {"shape": "out"}
     out.extras = {"attention_pruning": [{"mode": "nwp", "ratio": 0.05, "test": {"top1": 40.0}}]}  # older: none
     table = attention_pruning_table([fa, out])
-    assert " | filter-attention | nwp | 5 % | 66.5 | 60.0 | 52.0 |" in table
+    assert " | filter-attention | nwp | 5 % | 66.5 | 60.0 | 52.0 ± 2.8 |" in table
     assert " | filter-attention (shape=out) | nwp | 5 % | 40.0 | — | — |" in table
     students = [make_record(m, 0, v) for m, v in (("cut-full", 80.0), ("kd", 81.0), ("attention-transfer", 82.5))]
     teacher = make_record("cut-full", 0, 90.0, run_id="big")
@@ -459,3 +461,38 @@ def test_a_methods_note_labels_its_row():
     fa.extras["variant"] = "the paper's ablation: attention without a penalty"
     md = markdown(summary_of([*recs, fa]))
     assert "| filter-attention (lam=0.0, penalty=none) [the paper's ablation: attention without a penalty] |" in md
+
+
+def test_one_teacher_per_split_joins_its_students_table_once_per_seed():
+    """split_seed=seed: the teacher of each student seed (its own seed 0, on the student's split) is a row of the
+    teacher's line under that split's seed, not three seed-0 rows."""
+    recs = []
+    for s in (0, 1, 2):
+        kd = make_record("kd", s, 80.0 + s, run_id=f"kd-{s}")
+        kd.spec["train"]["split_seed"] = "seed"
+        kd.sources = {"teacher": f"teacher-{s}"}
+        teacher = make_record("cut-full", 0, 90.0 + s, run_id=f"teacher-{s}")
+        teacher.spec["backbone"] = "big_net"
+        teacher.spec["train"]["split_seed"] = s
+        teacher.dataset["split_seed"] = s
+        recs += [kd, teacher]
+    summary = summary_of(recs).set_index("method")
+    row = summary.loc["teacher: cut-full (big_net)"]
+    assert row["n"] == 3 and row["seeds"] == "0,1,2" and row["test_top1_mean"] == pytest.approx(91.0)
+
+
+def test_distillation_table_finds_the_rows_of_the_papers_cub_setting():
+    from finebench.reports.method_tables import distillation_table
+
+    frozen = {"freeze_stages": 2, "freeze_bn": True}
+    base = make_record("cut-full", 0, 71.5, run_id="base")
+    base.spec["method_config"] = dict(frozen)
+    at = make_record("attention-transfer", 0, 73.0, run_id="at")
+    at.spec["method_config"] = {**at.spec["method_config"], **frozen, "teacher_config": dict(frozen)}
+    at.sources = {"teacher": "t"}
+    teacher = make_record("cut-full", 0, 73.5, run_id="t")
+    teacher.spec["backbone"] = "resnet34"
+    teacher.spec["method_config"] = dict(frozen)
+    table = distillation_table(summary_of([base, at, teacher]))
+    teacher_cell = "26.5 (cut-full (freeze_bn=True, freeze_stages=2) (resnet34))"
+    assert f"| synthetic · test_resnet | 28.5 | — | 27.0 | — | {teacher_cell} |" in table

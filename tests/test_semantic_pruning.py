@@ -120,6 +120,7 @@ def test_semantic_pruning_reuses_the_suites_cut_full_and_charges_it(tmp_path):
         controls = r["controls"]  # as many filters at random (3 draws) and by weight magnitude, on test
         assert controls["magnitude"]["filters"] == r["direct"] and len(controls["random"]) == 3
         assert all(c["filters"] == r["direct"] and "balanced" in c["single_class"] for c in controls["random"])
+        assert all(0 <= c["params_removed"] <= 1 for c in [controls["magnitude"], *controls["random"]])
     for c in plan["classes"]:  # every pruned filter counts: parameters and FLOPs removed grow with theta
         for mode in ("nwp", "lwp"):
             sweep = sorted((r["setting"], r["params_removed"], r["flops_removed"]) for r in rows
@@ -150,6 +151,10 @@ def test_theta_is_chosen_on_val_and_classes_are_sampled_with_the_seed():
     assert len(analysed_classes(17, 4, seed=0)) == 4 and analysed_classes(3, 5, seed=0) == [0, 1, 2]
     assert auto_class_count(10_000, 3_000, 17) == 3 and auto_class_count(100, 3_000, 17) == 2  # never below a pair
     assert auto_class_count(1e9, 3_000, 17) == 17
+    from finebench.methods.semantic_analysis import theta_on_val
+
+    nan = {"single_class": {"balanced": float("nan")}}
+    assert theta_on_val([], 0, "nwp", {"val": nan, "test": nan})["theta"] is None  # nothing to choose on: said so
 
 
 def test_measured_residual_pruning_by_hand():

@@ -240,7 +240,8 @@ class Run:
         a double backward or a teacher's forward inside the step is counted where a method has one."""
         model, method, ctx, res = self.model, self.method, self.ctx, self.spec.train.resolution
         batch = (torch.zeros(2, 3, res, res, device=self.device), torch.arange(2, device=self.device) % ctx.num_classes)
-        buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+        buffers = {k: v.detach().clone() for k, v in model.named_buffers()}  # non-persistent ones included
+        trainable = {k: p.requires_grad for k, p in model.named_parameters()}
         state = copy.deepcopy(ctx.state)
 
         def step(b):
@@ -255,10 +256,23 @@ class Run:
                     apply_modes(model, stage)
                     measured[stage.trainable, stage.bn] = step_flops(step, batch)
                     model.zero_grad(set_to_none=True)
-        model.load_state_dict(buffers, strict=False)
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+        for k, p in model.named_parameters():
+            p.requires_grad_(trainable[k])
         ctx.state.clear()
         ctx.state.update(state)
         return {stage: measured[stage.trainable, stage.bn] for stage in self.stages}
+
+    def flops_of(self, history: list[dict[str, Any]]) -> float:
+        """The training FLOPs of the recorded epochs (their samples times their stage's FLOPs per sample)."""
+        total, seen = 0.0, 0
+        for entry in history:
+            stage = stage_of_epoch(self.stages, entry["epoch"] - 1)
+            total += (entry["samples"] - seen) * self.stage_flops.get(stage, 0.0)
+            seen = entry["samples"]
+        return total
 
     def charged_prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Run the method's `prepare` and charge its wall-clock time, less what it charged itself (a teacher's
@@ -455,6 +469,8 @@ class Run:
             self.model.load_state_dict(state["model"])
             loop.optimizer.load_state_dict(state["optimizer"])
             self.ctx.budget.load_state(state["budget"])
+            if "train_flops" not in state["budget"]:  # a checkpoint written before FLOPs were measured
+                self.ctx.budget.train_flops = self.flops_of(state["history"])
             self.precision.load_state(state.get("scaler"))
             set_rng_state(state["rng"])  # after building the model and optimisers, which may draw random numbers
         except (RuntimeError, ValueError, KeyError) as e:

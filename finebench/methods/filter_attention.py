@@ -341,4 +341,5 @@ class FilterAttention(Method):
                                  "random": [evaluate(r, ("test",)) for r in picks["random"]]},
                 })  # fmt: skip
         out["excluded_layers"] = sorted(set(self.attentions) - prunable)
+        out["prunable_filters"] = sum(len(v) for v in scores.values())
         return out

@@ -122,59 +122,41 @@ class Analysis:
         """A control's single-class and multi-class scores for class c on test (its evaluation shared by every
         class that controls the same number of filters)."""
         if key(chosen) not in self.controlled:
-            self.controlled[key(chosen)] = self.ctx.evaluate(self.pruned_copy(chosen), "test", predictions=True)
-        return scores(self.controlled[key(chosen)], c) | {"filters": count(chosen)}
+            removed = removed_cost(self.model, chosen, self.pruner)  # as many filters need not remove as much
+            self.controlled[key(chosen)] = {
+                "metrics": self.ctx.evaluate(self.pruned_copy(chosen), "test", predictions=True),
+                "params_removed": removed["params"] / self.total_params,
+                "flops_removed": removed["flops"] / self.method.flops_per_image,
+            }
+        known = self.controlled[key(chosen)]
+        return scores(known["metrics"], c) | {"filters": count(chosen), "params_removed": known["params_removed"],
+                                               "flops_removed": known["flops_removed"]}  # fmt: skip
+
+
+CHUNK = 16  # classes whose calibration images are held at once (for the residual pass)
 
 
 def analyse(method: SemanticPruning, model: nn.Module, ctx: Context) -> dict[str, Any]:
     cfg, plan = method.config, method.plan
     classes = plan["classes"]
-    log = ctx.log or (lambda text: None)
     a = Analysis(method, model, ctx)
     unpruned_cost = {"params": a.total_params, "flops_per_image": method.flops_per_image,
                      "latency_ms": latency_ms(model, a.batch), "latency_batch": a.batch.shape[0]}  # fmt: skip
     t0 = time.perf_counter()
     base = {split: ctx.evaluate(model, split, predictions=True) for split in ("val", "test")}
     per_eval = time.perf_counter() - t0  # one evaluation of val and test: the unit of the estimate
-    n_eval = len(base["val"]["target"]) + len(base["test"]["target"])
-    forwards = len(classes) * plan["forwards_per_class"] + plan["forwards_controls"]
-    estimate = forwards / n_eval * per_eval
-    how = f"sampled with seed {plan['sampled_with_seed']}" if len(classes) < plan["of"] else "all"
-    source = plan["source_training_forwards"]
-    log(f"  semantic pruning: {len(classes)} of {plan['of']} classes ({how}; classes=all for every class), "
-        f"{plan['settings_per_class']} settings each: about {forwards:,.0f} image forwards, "
-        f"~{estimate / 60:.1f} min here (the source model's training: {source:,.0f} forwards' worth)")  # fmt: skip
-    images = class_images(ctx.loaders["calibration"], classes, CLASS_IMAGES)
-    settings = [(mode, s) for mode in cfg.modes for s in (*DISCRETE, *cfg.sweep)]
-    entries, pruned_sets, selected = [], {}, []
+    estimate = announce(plan, ctx, per_eval, len(base["val"]["target"]) + len(base["test"]["target"]))
+    entries, pruned_sets, selected, held = [], {}, [], {}
     t_analysis = time.perf_counter()
-    for c in classes:
-        unpruned = {split: scores(base[split], c) for split in ("val", "test")}
-        before = responses_of(model, images[c], c, method.points, a.signed) if c in images else None
-        gamma_c = {k: v[c] for k, v in a.gamma.items()}
-        for mode, setting in settings:
-            t = time.perf_counter()
-            chosen = select_filters(gamma_c, setting, mode, cfg.normalise, tiebreak=a.magnitude)
-            timed = c == classes[0] and setting in DISCRETE  # latency: the first class's discrete settings
-            ev = a.evaluate(c, chosen, images.get(c), before, timed)
-            picks = a.controls.choose(chosen, per_layer=mode == "lwp")
-            controls = {"magnitude": a.control(picks["magnitude"], c),
-                        "random": [a.control(r, c) for r in picks["random"]]}  # fmt: skip
-            test, val = scores(ev["metrics"]["test"], c), scores(ev["metrics"]["val"], c)
-            entries.append({
-                "class": c, "mode": mode, "setting": setting, "direct": count(chosen),
-                "residual": ev["residual"], "residual_structural": a.pruner.residual(chosen),
-                "params_removed": ev["params_removed"], "flops_removed": ev["flops_removed"],
-                "physical": ev["physical"], "single_class": test["single_class"], "multi_class": test["multi_class"],
-                "single_class_unpruned": unpruned["test"]["single_class"],
-                "val": {"single_class": val["single_class"], "multi_class": val["multi_class"],
-                        "single_class_unpruned": unpruned["val"]["single_class"]},
-                "controls": controls,
-                "seconds": time.perf_counter() - t,  # 0-ish where another setting chose the same filters
-            })  # fmt: skip
-            if setting in DISCRETE:
-                pruned_sets[(mode, setting, c)] = chosen
-        selected += [theta_on_val(entries, c, mode, unpruned) for mode in cfg.modes]
+    for start in range(0, len(classes), CHUNK):  # calibration images of a few classes at a time
+        images = class_images(ctx.loaders["calibration"], classes[start : start + CHUNK], CLASS_IMAGES)
+        held.update({c: len(v) for c, v in images.items()})
+        for c in classes[start : start + CHUNK]:
+            unpruned = {split: scores(base[split], c) for split in ("val", "test")}
+            new = analyse_class(a, c, images.get(c), unpruned, timed=c == classes[0])
+            entries += new
+            pruned_sets.update({(e["mode"], e["setting"], c): e.pop("_chosen") for e in new})
+            selected += [theta_on_val(entries, c, mode, unpruned) for mode in cfg.modes]
     return {
         "response": cfg.response,
         "accumulate": cfg.accumulate,
@@ -189,19 +171,68 @@ def analyse(method: SemanticPruning, model: nn.Module, ctx: Context) -> dict[str
                      "single_class_val": {c: scores(base["val"], c)["single_class"] for c in classes}},  # fmt: skip
         "pruning": entries,
         "selected": selected,
-        "overlap": overlaps(pruned_sets, cfg.modes, classes),
+        "overlap": overlaps({k: v for k, v in pruned_sets.items() if k[1] in DISCRETE}, cfg.modes, classes),
         "layers": {k: int(v.shape[1]) for k, v in method.gamma.items()},
         "analysis": {**plan, "seconds": time.perf_counter() - t_analysis, "estimated_seconds": estimate,
-                     "seconds_per_evaluation": per_eval, "class_images": {c: len(v) for c, v in images.items()}},
+                     "seconds_per_evaluation": per_eval, "class_images": held},
     }  # fmt: skip
+
+
+def announce(plan: dict[str, Any], ctx: Context, per_eval: float, n_eval: int) -> float:
+    """Print the plan and its estimated time before the analysis starts; returns the estimate in seconds."""
+    classes = plan["classes"]
+    forwards = len(classes) * plan["forwards_per_class"] + plan["forwards_controls"]
+    estimate = forwards / n_eval * per_eval
+    how = f"sampled with seed {plan['sampled_with_seed']}" if len(classes) < plan["of"] else "all"
+    source = plan["source_training_forwards"]
+    over = ""
+    if plan["chosen_by"] == "auto" and forwards > plan["analysis_fraction"] * source:
+        over = f"; more than analysis_fraction={plan['analysis_fraction']:g} of it: two classes are the least"
+    if ctx.log:
+        ctx.log(f"  semantic pruning: {len(classes)} of {plan['of']} classes ({how}; classes=all for every class), "
+                f"{plan['settings_per_class']} settings each: about {forwards:,.0f} image forwards, "
+                f"~{estimate / 60:.1f} min here (the source model's training: {source:,.0f} forwards' worth"
+                f"{over})")  # fmt: skip
+    return estimate
+
+
+def analyse_class(a: Analysis, c: int, images: Tensor | None, unpruned: dict, timed: bool) -> list[dict[str, Any]]:
+    """Every setting of class c: the pruned network on val and test beside its controls, its costs and residual
+    pruning, and the seconds it took (about 0 where another setting chose the same filters)."""
+    cfg, method = a.cfg, a.method
+    before = responses_of(a.model, images, c, method.points, a.signed) if images is not None else None
+    gamma_c = {k: v[c] for k, v in a.gamma.items()}
+    entries = []
+    for mode in cfg.modes:
+        for setting in (*DISCRETE, *cfg.sweep):
+            t = time.perf_counter()
+            chosen = select_filters(gamma_c, setting, mode, cfg.normalise, tiebreak=a.magnitude)
+            ev = a.evaluate(c, chosen, images, before, timed and setting in DISCRETE)  # latency: discrete settings
+            picks = a.controls.choose(chosen, per_layer=mode == "lwp")
+            controls = {"magnitude": a.control(picks["magnitude"], c),
+                        "random": [a.control(r, c) for r in picks["random"]]}  # fmt: skip
+            test, val = scores(ev["metrics"]["test"], c), scores(ev["metrics"]["val"], c)
+            entries.append({
+                "class": c, "mode": mode, "setting": setting, "direct": count(chosen),
+                "residual": ev["residual"], "residual_structural": a.pruner.residual(chosen),
+                "params_removed": ev["params_removed"], "flops_removed": ev["flops_removed"],
+                "physical": ev["physical"], "single_class": test["single_class"], "multi_class": test["multi_class"],
+                "single_class_unpruned": unpruned["test"]["single_class"],
+                "val": {"single_class": val["single_class"], "multi_class": val["multi_class"],
+                        "single_class_unpruned": unpruned["val"]["single_class"]},
+                "controls": controls, "seconds": time.perf_counter() - t, "_chosen": chosen,
+            })  # fmt: skip
+    return entries
 
 
 def theta_on_val(entries: list[dict], c: int, mode: str, unpruned: dict) -> dict[str, Any]:
     """Class c's theta chosen on val among the sweep (see `choose_theta`), reported on test with its controls."""
     sweep = {e["setting"]: e for e in entries
              if e["class"] == c and e["mode"] == mode and not isinstance(e["setting"], str)}  # fmt: skip
-    theta = choose_theta({t: e["val"]["single_class"]["balanced"] for t, e in sweep.items()},
-                         unpruned["val"]["single_class"]["balanced"])  # fmt: skip
+    reference = unpruned["val"]["single_class"]["balanced"]
+    if reference != reference:  # NaN: the class has no val images (or val holds nothing else)
+        return {"class": c, "mode": mode, "theta": None, "why": "no val score to choose on"}
+    theta = choose_theta({t: e["val"]["single_class"]["balanced"] for t, e in sweep.items()}, reference)
     chosen = sweep.get(theta)
     test = chosen["single_class"] if chosen else unpruned["test"]["single_class"]
     out = {"class": c, "mode": mode, "theta": theta, "test": test["balanced"],

@@ -25,10 +25,10 @@ classes is recorded per setting.
 The classifier is the `cut-full` model of the same suite, seed and budget (reused when recorded, else trained
 here); its whole cost and the calibration pass are charged to this method. The analysis (classes x settings x val
 and test images) is reported apart from the training cost, timed per class and setting; by default it covers as many
-classes (sampled with the run's seed, at least two) as keep it within `analysis_fraction` of the source model's
-training FLOPs, and an estimate is printed before it starts. Evaluation uses masks: each pruned channel is zeroed
-along its whole chain (conv rows, BatchNorm affine and mean, depthwise filters; see finebench.methods.pruning), so it
-is exactly 0 where the chain ends.
+classes (at least two, sampled with the split's seed, so every seed of a suite analyses the same ones) as keep it,
+controls included, within `analysis_fraction` of the source model's training FLOPs, and an estimate is printed
+before it starts. Evaluation uses masks: each pruned channel is zeroed along its whole chain (conv rows, BatchNorm
+affine and mean, depthwise filters; see finebench.methods.pruning), so it is exactly 0 where the chain ends.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def choose_theta(val: dict[float, float], unpruned: float) -> float:
 
 
 def analysed_classes(num_classes: int, count: int, seed: int) -> list[int]:
-    """`count` of the classes, sampled with the run's seed (all of them when count >= num_classes), sorted."""
+    """`count` of the classes, sampled with `seed` (all of them when count >= num_classes), sorted."""
     if count >= num_classes:
         return list(range(num_classes))
     order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed))
@@ -312,21 +312,28 @@ def plan_of(config: SemanticPruningConfig, ctx: Context, flops_per_image: float)
     n_test = round(n_val * spec.train.split[2] / spec.train.split[1])  # the test split's size (methods never see it)
     per_image_class = ctx.loaders["calibration"].num_samples / ctx.num_classes
     settings = len(config.modes) * (len(DISCRETE) + len(config.sweep))
-    per_class = settings * (n_val + n_test + min(per_image_class, CLASS_IMAGES))
-    controls = len(config.modes) * (len(DISCRETE) - 1 + len(config.sweep)) * (1 + config.control_draws) * n_test
+    draws = 1 + config.control_draws
+    # per class: every setting pruned, on val and test, and its residual pass; the gamma <= 0 setting's controls
+    # (their number of filters differs per class); the ratio settings' controls are shared by the classes
+    per_class = settings * (n_val + n_test + min(per_image_class, CLASS_IMAGES)) + len(config.modes) * draws * n_test
+    controls = len(config.modes) * (len(DISCRETE) - 1 + len(config.sweep)) * draws * n_test
     source = ctx.budget.charges.get(f"source:{config.source}")
     source_forwards = source.flops / flops_per_image if source is not None and flops_per_image else 0.0
     if config.classes == "all":
         count = ctx.num_classes
     elif config.classes == "auto":
-        count = auto_class_count(config.analysis_fraction * source_forwards, per_class, ctx.num_classes)
+        budget = config.analysis_fraction * source_forwards - controls
+        count = auto_class_count(budget, per_class, ctx.num_classes)
     else:
         count = min(int(config.classes), ctx.num_classes)
+    # the classes follow the split: with one split for every seed, every seed analyses the same classes (their
+    # spread over seeds is then the seeds', not which classes were drawn)
+    seed = spec.seed if spec.train.split_seed == "seed" else int(spec.train.split_seed)
     return {
-        "classes": analysed_classes(ctx.num_classes, count, spec.seed),
+        "classes": analysed_classes(ctx.num_classes, count, seed),
         "of": ctx.num_classes,
         "chosen_by": config.classes,
-        "sampled_with_seed": spec.seed,
+        "sampled_with_seed": seed,
         "settings_per_class": settings,
         "forwards_per_class": per_class,
         "forwards_controls": controls,

@@ -210,15 +210,17 @@ def pruning_frame(entries: list[dict]):
     network pruned by activation, by weight magnitude and at random (one row per draw), and the shares removed."""
     import pandas as pd
 
+    from finebench.reports.method_tables import removed_shares
+
     rows = []
     for e in entries:
         if isinstance(e["setting"], str):  # zero / 33% / 66% / median: in the table; the curve is the sweep
             continue
         base = {"class": str(e["class"]), "mode": e["mode"].upper(), "theta": float(e["setting"])}
+        params, flops, physical = (100 * v for v in removed_shares(e))
         rows.append(base | {"criterion": "activation (semantic)", "balanced": e["single_class"]["balanced"],
                             "unpruned": e["single_class_unpruned"]["balanced"],
-                            "params": 100 * e["params_removed"], "flops": 100 * e["flops_removed"],
-                            "physical": 100 * e.get("physical", {}).get("params_removed", float("nan"))})  # fmt: skip
+                            "params": params, "flops": flops, "physical": physical})  # fmt: skip
         controls = e.get("controls", {})
         if "magnitude" in controls:
             rows.append(base | {"criterion": "weight magnitude", "balanced": controls["magnitude"]["single_class"]

@@ -125,7 +125,8 @@ TEACHER = "teacher"  # method_name of the rows that show a distillation method's
 
 def runs_frame(records: Iterable[RunRecord], target: float | None = None) -> pd.DataFrame:
     """One row per finished run; a teacher used by a run also appears in that run's table (once per teacher run),
-    labelled `teacher: <method> (<backbone>)`, so a student, its distilled variants and their teacher sit together."""
+    labelled `teacher: <method> (<backbone>)`, so a student, its distilled variants and their teacher sit together.
+    When every seed has its own split, each seed has its own teacher, whose row goes under that seed."""
     records = [r for r in records if r.status == "ok"]
     by_id = {r.run_id: r for r in records}
     rows, teachers = [], set()
@@ -143,6 +144,8 @@ def runs_frame(records: Iterable[RunRecord], target: float | None = None) -> pd.
         differs = weights != r.spec["train"].get("weights", "default")  # the student's weights are the default
         label = f"teacher: {t['method']} ({t['backbone']}" + (f", weights={weights})" if differs else ")")
         group = {k: row[k] for k in ("dataset", "backbone", "budget")}
+        if r.spec["train"].get("split_seed") == "seed":  # one teacher per split: each row is its split's, by seed
+            group["seed"] = teacher.dataset.get("split_seed", r.spec["seed"])
         rows.append(t | group | {"method": label, "method_name": TEACHER, "teacher_val": math.nan})
     frame = pd.DataFrame(rows)
     frame.attrs["target"] = target

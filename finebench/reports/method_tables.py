@@ -17,6 +17,27 @@ def fmt(values: list[float], digits: int = 1) -> str:
     return text + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
 
 
+def row_key(r: RunRecord) -> tuple[str, str, str, str]:
+    """(dataset, backbone, budget, row label) of a record: method tables never pool configurations or budgets."""
+    from finebench.reports.frame import budget_key, method_label
+
+    return (
+        r.spec["dataset"],
+        r.spec["backbone"],
+        budget_key(r.spec),
+        method_label(r.spec["method"], r.spec.get("method_config", {})),
+    )
+
+
+def removed_shares(entry: dict) -> tuple[float, float, float]:
+    """(parameters, FLOPs) removed by every pruned filter and the parameters the physically smaller network loses,
+    as shares. Records written before the first two were counted held the physical shares under those names."""
+    physical = entry.get("physical", {})
+    if "params_removed" in physical:
+        return entry["params_removed"], entry["flops_removed"], physical["params_removed"]
+    return float("nan"), float("nan"), entry["params_removed"]
+
+
 def _balanced(scores: dict | None) -> float:
     return scores["single_class"]["balanced"] if scores else float("nan")
 
@@ -31,13 +52,14 @@ def pruning_table(records: list[RunRecord]) -> str:
     if not runs:
         return ""
     cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in runs:
+    for r in runs:  # each configuration and budget apart (sums of |R| vs signed ones, say)
+        table = row_key(r)
         per_setting: dict[tuple, list[dict]] = defaultdict(list)
         for entry in r.extras["pruning"]:
             per_setting[(entry["mode"], str(entry["setting"]))].append(entry)
         base_latency = r.extras.get("unpruned_cost", {}).get("latency_ms")
         for (mode, setting), entries in per_setting.items():
-            c = cells[(r.spec["dataset"], r.spec["backbone"], mode, setting)]
+            c = cells[(*table, mode, setting)]
             pruned = [e["single_class"]["balanced"] for e in entries]
             unpruned = [e["single_class_unpruned"]["balanced"] for e in entries]
             c["pruned"].append(float(np.mean(pruned)))
@@ -46,13 +68,18 @@ def pruning_table(records: list[RunRecord]) -> str:
             controls = [e.get("controls", {}) for e in entries]
             if all(controls):
                 c["magnitude"].append(float(np.mean([_balanced(k["magnitude"]) for k in controls])))
-                c["random"].append(float(np.mean([np.mean([_balanced(d) for d in k["random"]]) for k in controls])))
+                draws = np.array([[_balanced(d) for d in k["random"]] for k in controls])  # classes x draws
+                c["random"] += draws.mean(axis=0).tolist()  # each draw's mean over the classes
+                if all("params_removed" in k["magnitude"] for k in controls):  # what as many filters remove
+                    c["params_magnitude"].append(100.0 * float(np.mean([k["magnitude"]["params_removed"]
+                                                                        for k in controls])))  # fmt: skip
+                    c["params_random"].append(100.0 * float(np.mean([d["params_removed"] for k in controls
+                                                                     for d in k["random"]])))  # fmt: skip
             c["multi"].append(float(np.mean([e["multi_class"] for e in entries])))
-            c["params"].append(100.0 * float(np.mean([e["params_removed"] for e in entries])))
-            c["flops"].append(100.0 * float(np.mean([e["flops_removed"] for e in entries])))
-            physical = [e["physical"]["params_removed"] for e in entries if "params_removed" in e.get("physical", {})]
-            if physical:
-                c["physical"].append(100.0 * float(np.mean(physical)))
+            shares = np.array([removed_shares(e) for e in entries], dtype=float)
+            for i, name in enumerate(("params", "flops", "physical")):
+                if not np.isnan(shares[:, i]).any():
+                    c[name].append(100.0 * float(shares[:, i].mean()))
             latency = [e["physical"]["latency_ms"] for e in entries if e.get("physical", {}).get("latency_ms")]
             if latency and base_latency:
                 c["latency"].append(100.0 * float(np.mean(latency)) / base_latency)
@@ -61,21 +88,27 @@ def pruning_table(records: list[RunRecord]) -> str:
         "",
         "Balanced test accuracy of the network as a classifier for one class vs the rest (mean over the analysed "
         "classes, then mean ± std over seeds), with the filters chosen by accumulated activation (the method), by "
-        "weight magnitude (the lowest L1 norms) and at random (mean of the draws), as many filters each; kept: "
+        "weight magnitude (the lowest L1 norms) and at random (mean ± std over seeds and draws), as many filters "
+        "each; kept: "
         "share of classes whose balanced accuracy is not lower than unpruned; parameters and FLOPs removed: by "
-        "every pruned filter, whether removed or masked; physically removed: what the really smaller network "
+        "every pruned filter, whether removed or masked (beside it, what the controls' as many filters remove: on "
+        "networks with depthwise convs a channel's filter and its depthwise filter are two filters but one channel); "
+        "physically removed: what the really smaller network "
         "loses; latency of that network relative to the unpruned one (first class, batch of 32).",
         "",
-        "| dataset · backbone | mode | setting | activation bal. acc. (%) | weight magnitude (%) | random (%) |"
-        " unpruned (%) | kept (%) | multi-class top-1 (%) | params removed (%) | FLOPs removed (%) |"
-        " physically removed params (%) | latency (% of unpruned) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| dataset · backbone · budget | row | mode | setting | activation bal. acc. (%) | weight magnitude (%) |"
+        " random (%) | unpruned (%) | kept (%) | multi-class top-1 (%) | params removed (%) |"
+        " params removed by magnitude / random (%) | FLOPs removed (%) | physically removed params (%) |"
+        " latency (% of unpruned) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for (dataset, backbone, mode, setting), c in cells.items():
+    for (dataset, backbone, budget, label, mode, setting), c in cells.items():
         lines.append(
-            f"| {dataset} · {backbone} | {mode} | {setting} | {fmt(c['pruned'])} | {fmt(c['magnitude'])} | "
+            f"| {dataset} · {backbone} · {budget} | {label} | {mode} | {setting} | {fmt(c['pruned'])} | "
+            f"{fmt(c['magnitude'])} | "
             f"{fmt(c['random'])} | {fmt(c['unpruned'])} | {fmt(c['kept'])} | {fmt(c['multi'])} | "
-            f"{fmt(c['params'])} | {fmt(c['flops'])} | {fmt(c['physical'])} | {fmt(c['latency'])} |"
+            f"{fmt(c['params'])} | {fmt(c['params_magnitude'])} / {fmt(c['params_random'])} | {fmt(c['flops'])} | "
+            f"{fmt(c['physical'])} | {fmt(c['latency'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -89,12 +122,17 @@ def theta_table(records: list[RunRecord]) -> str:
     cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         for mode in sorted({s["mode"] for s in r.extras["selected"]}, reverse=True):
-            chosen = [s for s in r.extras["selected"] if s["mode"] == mode]
-            c = cells[(r.spec["dataset"], r.spec["backbone"], mode)]
+            chosen = [s for s in r.extras["selected"] if s["mode"] == mode and s.get("theta") is not None]
+            if not chosen:  # no class had val images to choose on
+                continue
+            c = cells[(*row_key(r), mode)]
             c["theta"].append(float(np.mean([s["theta"] for s in chosen])))
             c["test"].append(float(np.mean([s["test"] for s in chosen])))
             c["unpruned"].append(float(np.mean([s["test_unpruned"] for s in chosen])))
-            c["kept"].append(100.0 * float(np.mean([s["test"] >= s["test_unpruned"] for s in chosen])))
+            pruned = [s for s in chosen if s["theta"] > 0]  # theta = 0 prunes nothing: it keeps by definition
+            c["pruned"].append(100.0 * len(pruned) / len(chosen))
+            if pruned:
+                c["kept"].append(100.0 * float(np.mean([s["test"] >= s["test_unpruned"] for s in pruned])))
             # at theta = 0 nothing is pruned: each control is the unpruned network
             c["magnitude"].append(float(np.mean([s["controls"]["magnitude"] if "controls" in s else s["test"]
                                                  for s in chosen])))  # fmt: skip
@@ -104,17 +142,19 @@ def theta_table(records: list[RunRecord]) -> str:
         "### Semantic pruning: per-class θ chosen on val, reported on test",
         "",
         "θ per class: the largest of the sweep whose val balanced single-class accuracy is not below the unpruned "
-        "network's (0: none keeps it). Test balanced accuracy at that θ (mean over classes, then mean ± std over "
-        "seeds), the unpruned network's, the share of classes kept on test, and the controls at the same θ.",
+        "network's (0: none keeps it, nothing is pruned). Test balanced accuracy at that θ (mean over classes, then "
+        "mean ± std over seeds), the unpruned network's and the controls' (mean of the draws) at the same θ; the "
+        "share of classes pruned (θ > 0), and of those, the share whose test score is kept.",
         "",
-        "| dataset · backbone | mode | mean θ | activation bal. acc. (%) | weight magnitude (%) | random (%) |"
-        " unpruned (%) | kept on test (%) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset · backbone · budget | row | mode | mean θ | activation bal. acc. (%) | weight magnitude (%) |"
+        " random (%) | unpruned (%) | classes pruned (%) | of those, kept on test (%) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for (dataset, backbone, mode), c in cells.items():
+    for (dataset, backbone, budget, label, mode), c in cells.items():
         lines.append(
-            f"| {dataset} · {backbone} | {mode} | {fmt(c['theta'], 2)} | {fmt(c['test'])} | {fmt(c['magnitude'])} |"
-            f" {fmt(c['random'])} | {fmt(c['unpruned'])} | {fmt(c['kept'])} |"
+            f"| {dataset} · {backbone} · {budget} | {label} | {mode} | {fmt(c['theta'], 2)} | {fmt(c['test'])} | "
+            f"{fmt(c['magnitude'])} | {fmt(c['random'])} | {fmt(c['unpruned'])} | {fmt(c['pruned'])} | "
+            f"{fmt(c['kept'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -125,29 +165,31 @@ def attention_pruning_table(records: list[RunRecord]) -> str:
     runs = [r for r in records if r.spec["method"] == "filter-attention" and r.extras.get("attention_pruning")]
     if not runs:
         return ""
-    from finebench.reports.frame import budget_key, method_label
-
     cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:  # each variant (and budget) apart: their attention, so their rankings, differ
-        label = method_label("filter-attention", r.spec.get("method_config", {}))
+        prunable = r.extras.get("prunable_filters")
         for entry in r.extras["attention_pruning"]:
-            key = (r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), label, entry["mode"], entry["ratio"])
-            cells[key]["attention"].append(entry["test"]["top1"])
+            c = cells[(*row_key(r), entry["mode"], entry["ratio"])]
+            c["attention"].append(entry["test"]["top1"])
+            if prunable and "filters" in entry:  # the share really removed: rounding per layer can take fewer
+                c["share"].append(100.0 * entry["filters"] / prunable)
             controls = entry.get("controls")
             if controls:
-                cells[key]["magnitude"].append(controls["magnitude"]["test"]["top1"])
-                cells[key]["random"].append(float(np.mean([d["test"]["top1"] for d in controls["random"]])))
+                c["magnitude"].append(controls["magnitude"]["test"]["top1"])
+                c["random"] += [d["test"]["top1"] for d in controls["random"]]
     lines = [
         "### Filter attention: accuracy after removing the lowest-attention filters (no retraining), against controls",
         "",
         "Test top-1 (mean ± std over seeds) with the lowest-ranked filters removed, and with as many removed by "
-        "weight magnitude (the lowest L1 norms of the deployed filters) and at random (mean of the draws).",
+        "weight magnitude (the lowest L1 norms of the deployed filters) and at random (mean ± std over seeds and "
+        "draws); removed: the share asked for, and the share of the prunable filters really removed.",
         "",
-        "| dataset · backbone · budget | row | mode | filters removed | attention | weight magnitude | random |",
+        "| dataset · backbone · budget | row | mode | removed | attention | weight magnitude | random |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for (dataset, backbone, budget, label, mode, ratio), c in sorted(cells.items(), key=lambda kv: kv[0]):
-        lines.append(f"| {dataset} · {backbone} · {budget} | {label} | {mode} | {100 * ratio:g} % | "
+        share = f" ({fmt(c['share'], 2)} %)" if c["share"] else ""
+        lines.append(f"| {dataset} · {backbone} · {budget} | {label} | {mode} | {100 * ratio:g} %{share} | "
                      f"{fmt(c['attention'])} | {fmt(c['magnitude'])} | {fmt(c['random'])} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -161,12 +203,11 @@ def distillation_table(summary) -> str:
         teacher = group[group["method"].str.startswith("teacher:")]
         if teacher.empty:
             continue
-        row = {m: group[group["method"] == m] for m, _ in order}
         cells = []
         for m, _ in order:
-            g = row[m]
-            weak = not g.empty and g.iloc[0].get("weak_teacher") is not None
-            cells.append("—" if g.empty else err(g.iloc[0]) + (" †" if weak else ""))
+            g = pick(group, m)
+            weak = g is not None and g.get("weak_teacher") is not None
+            cells.append("—" if g is None else err(g) + (" †" if weak else ""))
         t = teacher.iloc[0]
         lines.append(f"| {dataset} · {backbone} | " + " | ".join(cells) + f" | {err(t)} ({t['method'][9:]}) |")
     if not lines:
@@ -179,6 +220,19 @@ def distillation_table(summary) -> str:
     ]
     note = "† the teacher is weaker on val than the student's own baseline: distillation from a worse model"
     return "\n".join(head + lines + (["", note] if "†" in "".join(lines) else [])) + "\n"
+
+
+def pick(group, method: str):
+    """The table's row of `method`: its default-labelled row, else its one row under the distillation rows'
+    freezing (the paper's CUB setting labels every row `... (freeze_bn=True, freeze_stages=2)`), else None."""
+    rows = group[(group["method_name"] == method) & ~group["method"].str.startswith("teacher:")]
+    plain = rows[rows["method"] == method]
+    if not plain.empty:
+        return plain.iloc[0]
+    distilled = group[group["teacher_val"].notna()]
+    if not distilled.empty:
+        rows = rows[rows["setting"] == distilled.iloc[0]["setting"]]
+    return rows.iloc[0] if len(rows) == 1 else None
 
 
 def err(row) -> str:

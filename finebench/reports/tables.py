@@ -190,9 +190,9 @@ def caption(group: pd.DataFrame, metric: str = "top1") -> str:
         text += (
             " · 95 % CI (seeds): t-interval of the mean over seeds (seed variance only; every seed may share one test"
             " set); 95 % CI (test images): stratified bootstrap over the test images of the mean over seeds "
-            f"({RESAMPLES} resamples), which adds the test set's sampling error; Δ (test images): paired bootstrap "
-            "over the same test images against the baseline, on the seeds both have on the same split, "
-            "Holm-corrected over this table's methods"
+            f"({RESAMPLES} resamples), the test set's sampling error with the trained models held fixed (neither "
+            "interval covers both sources); Δ (test images): paired bootstrap over the same test images against "
+            "the baseline, on the seeds both have on the same split, Holm-corrected over this table's methods"
         )
     return text + f" · bold (best): {label}"
 
