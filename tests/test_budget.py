@@ -86,3 +86,26 @@ def test_training_flops_are_measured_per_stage_and_ordered_by_cut(tmp_path):
     assert list(fa) == ["1:F", "2:A", "3:A"]
     assert fa["1:F"] == pytest.approx(fc["train_flops_per_sample"]["cut-fc"], rel=0.01)
     assert fa["2:A"] > 2 * full["flops_per_image"]
+
+
+def test_grouped_and_depthwise_convolutions_backward_is_counted_as_grouped():
+    """A 64-channel depthwise 3x3 conv on 16x16, batch 2: forward 2 * 2*64*9*256; its backward computes the input
+    gradient and the weight gradient, each as many multiply-adds as the forward (torch's own formula counts the
+    weight gradient as if the conv were dense: 64x). A whole depthwise network's step then stays within 3x its
+    forward, as for any CNN."""
+    from finebench.backbones import create_backbone
+    from finebench.benchmark.budget import flop_counter, step_flops
+
+    conv = nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)
+    x = torch.randn(2, 64, 16, 16, requires_grad=True)
+    forward = 2 * 2 * 64 * 9 * 256
+    counter = flop_counter()
+    with counter:
+        conv(x).sum().backward()
+    assert counter.get_total_flops() == 3 * forward
+    lite0 = create_backbone("efficientnet_lite0", 5, "random").model.train()
+    per_image = forward_flops(lite0, 64, torch.device("cpu"))
+    batch = (torch.zeros(2, 3, 64, 64), torch.tensor([0, 1]))
+    lite0.train()
+    step = step_flops(lambda b: torch.nn.functional.cross_entropy(lite0(b[0]), b[1]).backward(), batch)
+    assert 2 * per_image < step < 3 * per_image
