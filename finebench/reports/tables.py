@@ -99,11 +99,18 @@ def human_flops(n: float) -> str:
     return f"{n:.3g} FLOP"
 
 
-def significance_cell(row: pd.Series) -> str:
+def untested(row: pd.Series) -> str | None:
+    """The cell of a row that is not tested against the baseline, and why; None for a row that is."""
     if row["method"] == row["baseline"]:
         return "baseline"
     if not row.get("trained", True):
         return "not tested (no model of its own)"
+    return None
+
+
+def significance_cell(row: pd.Series) -> str:
+    if (text := untested(row)) is not None:
+        return text
     if row["method"].startswith(f"{TEACHER}:") or row["pairs"] is None:
         return "—"
     if row["p_holm"] is None:
@@ -112,20 +119,16 @@ def significance_cell(row: pd.Series) -> str:
     return delta_text(row["delta"], row["p_holm"])
 
 
+def image_significance_cell(row: pd.Series) -> str:
+    if (text := untested(row)) is not None:
+        return text
+    return "—" if row.get("images_p_holm") is None else delta_text(row["images_delta"], row["images_p_holm"])
+
+
 def delta_text(delta: float, p_holm: float) -> str:
     mark = "" if p_holm < ALPHA else " n.s."
     p = "p<0.001" if p_holm < 0.001 else f"p={p_holm:.3f}"
     return f"{delta:+.1f} ({p}){mark}"
-
-
-def image_significance_cell(row: pd.Series) -> str:
-    if row["method"] == row["baseline"]:
-        return "baseline"
-    if not row.get("trained", True):
-        return "not tested (no model of its own)"
-    if row.get("images_p_holm") is None:
-        return "—"
-    return delta_text(row["images_delta"], row["images_p_holm"])
 
 
 def cell(row: pd.Series, col: Column, pm: str) -> str:
