@@ -35,7 +35,7 @@ def bench_run(capsys, *args):
         (["--methods", "filter-attention", "method_config.filter-attention.schedule=FX"],
          "schedule 'FX': unknown letter(s) ['X']; valid: F (head), A (attention)"),
         (["--methods", "filter-attention", "method_config.filter-attention.penalty=l3"],
-         "penalty 'l3' is not one of none, l1, l2, diverge, bimodal"),
+         "penalty 'l3' is not one of none, l1, l1sum, l2, diverge, bimodal"),
         (["--methods", "cut-fc", "--dataset", "flowers17", "--data-root", "/nonexistent/data"],
          "dataset 'flowers17' not found"),
     ],

@@ -52,7 +52,8 @@ EPOCHS = {"paper-filter-attention": "12", "paper-attention-transfer": "2", "pape
           "paper-semantic-pruning": "2"}  # fmt: skip
 LIGHTER = {"paper-filter-attention": ["method_config.filter-attention.prune_ratios=0.05",
                                       "method_config.filter-attention.control_draws=1"],
-           "paper-semantic-pruning": ["method_config.semantic-pruning.control_draws=1"]}  # fmt: skip
+           "paper-semantic-pruning": ["method_config.semantic-pruning.control_draws=1",
+                                      "method_config.semantic-pruning.sweep=0.5"]}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", PAPERS)
