@@ -76,14 +76,15 @@ def add_run(sub) -> None:
     many.add_argument("--mem-gb", type=float, help="memory per job in GB (SLURM)")
     many.add_argument("--wait", action="store_true", help="SLURM: wait for the jobs to finish (local always waits)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch output")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved runs and exit")
+    p.add_argument("--dry-run", action="store_true", help="check everything a run checks before training, print the "
+                   "resolved settings, the runs and the teacher/source runs they add, with a time estimate; train "
+                   "nothing")  # fmt: skip
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: record it, go on)")
 
 
 def cmd_run(args) -> int:
     from finebench.benchmark.progress import Reporter
-    from finebench.benchmark.suite import expand, run_suite
-    from finebench.results.store import ResultStore
+    from finebench.benchmark.suite import dry_run, run_suite
 
     layers: list[dict[str, Any]] = []
     if args.preset:
@@ -96,9 +97,8 @@ def cmd_run(args) -> int:
     layers += [flags, parse_overrides(args.overrides)]
     suite = build_suite(*layers)
     if args.dry_run:
-        store = ResultStore(args.out)
-        for spec in expand(suite):
-            print(f"{spec.run_id}  {'done' if store.has(spec.run_id) else 'todo'}  {spec.label}")
+        for line in dry_run(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=True)):
+            print(line)
         return 0
     reporter = Reporter(quiet=args.quiet)
     cluster = [f"--{k.replace('_', '-')}" for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)]
@@ -182,7 +182,8 @@ def cmd_report(args) -> int:
     report = write_report(Path(args.results), Path(args.out), args.format, split(args.methods), split(args.datasets),
                           split(args.backbones), args.baseline, args.target, args.metric, not args.no_pdf)  # fmt: skip
     for err in report.errors:
-        print(f"warning: skipped damaged record {err}", file=sys.stderr)
+        print(f"warning: skipped damaged record {err} (`bench run` moves it aside and trains that run again)",
+              file=sys.stderr)  # fmt: skip
     print(report.markdown)
     print(f"{report.runs} run(s); wrote " + ", ".join(str(p) for p in report.written))
     return 0

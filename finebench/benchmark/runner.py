@@ -33,7 +33,7 @@ from finebench.benchmark.train import apply_modes, evaluate, lr_factor, make_opt
 from finebench.datasets import build_dataset
 from finebench.datasets.cache import cached_images
 from finebench.datasets.split import cap_per_class, make_split
-from finebench.methods import METHODS, Context, Method, Stage
+from finebench.methods import METHODS, Context, Method, Source, Stage
 from finebench.results import predictions
 from finebench.results.atomic import atomic_write
 from finebench.results.faults import crash_point
@@ -78,6 +78,20 @@ def now() -> str:
 def build_method(spec: RunSpec) -> Method:
     cls = METHODS.get(spec.method)
     return cls(cls.Config(**spec.method_config))
+
+
+def source_spec(run: RunSpec, source: Source) -> RunSpec:
+    """The run whose model `source` asks for, on `run`'s data and budget (a source of another seed trains on `run`'s
+    split when seeds resample the split)."""
+    cls = METHODS.get(source.method)
+    if not cls.keep_model:
+        raise ValueError(f"method {source.method!r} does not keep its model, so it cannot serve as a source")
+    train = run.train if source.weights is None else dataclasses.replace(run.train, weights=source.weights)
+    seed = run.seed if source.seed is None else source.seed
+    if train.split_seed == "seed" and seed != run.seed:
+        train = dataclasses.replace(train, split_seed=run.seed)
+    config = dataclasses.asdict(cls.Config(**(source.config or {})))
+    return RunSpec(source.method, config, run.dataset, source.backbone or run.backbone, seed, train)
 
 
 def stage_of_epoch(stages: list[Stage], epoch: int) -> Stage:
@@ -289,38 +303,21 @@ class Run:
         budget.charge("prepare", seconds=max(0.0, wall - live))
         return model
 
-    def source_model(
-        self,
-        method_name: str,
-        backbone: str | None = None,
-        weights: str | None = None,
-        seed: int | None = None,
-        role: str = "source",
-        config: dict[str, Any] | None = None,
-    ) -> tuple[torch.nn.Module, str]:
-        """The best-val model of `method_name` (its default config, updated by `config`) on this run's dataset and
-        budget, on `backbone` with `weights` and `seed` (defaults: this run's): loaded from the store when that run
-        is recorded with its model, else trained now and recorded. Either way its full cost is charged to this run as
+    def source_model(self, source: Source) -> tuple[torch.nn.Module, str]:
+        """The best-val model of the run `source` names (see `source_spec`): loaded from the store when that run is
+        recorded with its model, else trained now and recorded. Either way its full cost is charged to this run as
         `<role>:<method>` and its run id is kept in the record's `sources[role]`."""
         from finebench.results.store import ResultStore
 
-        cls = METHODS.get(method_name)
-        if not cls.keep_model:
-            raise ValueError(f"method {method_name!r} does not keep its model, so it cannot serve as a source")
-        train = self.spec.train if weights is None else dataclasses.replace(self.spec.train, weights=weights)
-        if train.split_seed == "seed" and seed is not None and seed != self.spec.seed:
-            train = dataclasses.replace(train, split_seed=self.spec.seed)  # a source of another seed: on our split
-        spec = RunSpec(
-            method_name,
-            dataclasses.asdict(cls.Config(**(config or {}))),
-            self.spec.dataset,
-            backbone or self.spec.backbone,
-            self.spec.seed if seed is None else seed,
-            train,
-        )
+        role, method_name = source.role, source.method
+        spec = source_spec(self.spec, source)
         store = ResultStore(self.out_dir)
         t0 = time.perf_counter()
         with RunLock(self.out_dir, spec.run_id):  # another process training the same source: wait for it
+            why = store.damaged(spec.run_id)
+            if why is not None:
+                dest = store.set_aside(spec.run_id)
+                self.reporter.print(f"  damaged record {store.path(spec.run_id)} ({why}): moved to {dest}")
             record = store.get(spec.run_id)
             if record is None or not (self.out_dir / record.artifacts.get("model", "-")).exists():
                 self.reporter.print(f"  {role} model: training {spec.label} (run {spec.run_id})")

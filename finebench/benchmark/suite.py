@@ -89,11 +89,11 @@ def pick_device(name: str) -> torch.device:
 
 def preflight(
     runs: list[RunSpec], data_root: str | None, device: torch.device, reporter: Reporter | None = None
-) -> None:
+) -> dict[str, Any]:
     """Fail before any training: every dataset present and its images readable (the image caches are built here),
     every backbone built with its weights and run once at its resolution, every method's structure-dependent
-    setting checked."""
-    from finebench.benchmark.runner import build_method
+    setting and every teacher / source run it asks for checked. Returns the datasets by name."""
+    from finebench.benchmark.runner import build_method, source_spec
 
     datasets = {name: build_dataset(name, data_root) for name in dict.fromkeys(r.dataset for r in runs)}
     classes = {name: data.info.num_classes for name, data in datasets.items()}
@@ -120,6 +120,9 @@ def preflight(
         needed.append((r.dataset, r.backbone, r.train.weights, r.train.resolution))
         extra = method.extra_backbones(r)  # a teacher, say: checked now, not after hours of training
         needed += [(r.dataset, b, w, r.train.resolution) for b, w in extra]
+        for source in method.sources(r):
+            s = source_spec(r, source)
+            needed.append((s.dataset, s.backbone, s.train.weights, s.train.resolution))
     for dataset, backbone, weights, res in dict.fromkeys(needed):
         model = create_backbone(backbone, classes[dataset], weights).model.to(device).eval()
         try:
@@ -127,6 +130,122 @@ def preflight(
                 model(torch.zeros(2, 3, res, res, device=device))
         except RuntimeError as e:
             raise SpecError(f"backbone {backbone!r} cannot run at resolution {res} px ({e}); use a larger one") from e
+    return datasets
+
+
+def source_runs(runs: list[RunSpec]) -> list[tuple[str, RunSpec]]:
+    """(role, run) of every teacher / source run the suite's runs ask for that is not one of them, in order."""
+    from finebench.benchmark.runner import build_method, source_spec
+
+    own = {r.run_id for r in runs}
+    out: dict[str, tuple[str, RunSpec]] = {}
+    todo = list(runs)
+    while todo:
+        r = todo.pop(0)
+        for source in build_method(r).sources(r):
+            s = source_spec(r, source)
+            if s.run_id not in own and s.run_id not in out:
+                out[s.run_id] = (source.role, s)
+                todo.append(s)  # a source's own sources
+    return list(out.values())
+
+
+def measured_speed(backbone: str, classes: int, train: Any, device: torch.device) -> tuple[float, float]:
+    """Seconds per image of a full training step (forward, loss, backward, SGD update) and of an evaluation forward
+    pass, timed here on `device` with random weights (two timed steps after a warm-up)."""
+    model = create_backbone(backbone, classes, "random").model.to(device)
+    bs = max(2, min(train.batch_size, 16))
+    x = torch.randn(bs, 3, train.resolution, train.resolution, device=device)
+    y = torch.zeros(bs, dtype=torch.long, device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def timed(fn, n=2):
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - t0) / (n * bs)
+
+    model.train()
+    t_train = timed(step)
+    model.eval()
+    with torch.no_grad():
+        t_eval = timed(lambda: model(x))
+    return t_train, t_eval
+
+
+def dry_run(suite: SuiteSpec, out: Path, data_root: str | None, device: str, reporter: Reporter) -> list[str]:
+    """What `bench run` would do, with every check it makes before training (names, data and images, weights,
+    resolution, each method's settings, teachers and sources), without training or writing records: the resolved
+    settings, each run (done, todo or damaged), the teacher / source runs it adds, and a time estimate from this
+    device's measured speed."""
+    from finebench.datasets.split import cap_per_class, make_split
+
+    dev = pick_device(device)
+    runs = expand(suite)
+    datasets = preflight(runs, data_root, dev, reporter)
+    store = ResultStore(out)
+    train = runs[0].train if runs else suite.train
+    lines = ["resolved settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(train).items())]
+    for name in dict.fromkeys(r.method for r in runs):
+        cfg = next(r.method_config for r in runs if r.method == name)
+        lines.append(f"  {name}: " + (", ".join(f"{k}={v}" for k, v in cfg.items()) or "(no settings)"))
+    speeds: dict[tuple, tuple[float, float]] = {}
+    sizes: dict[tuple, tuple[int, int, int]] = {}
+    total = 0.0
+
+    def estimate(r: RunSpec) -> float:
+        data = datasets[r.dataset]
+        key = (r.backbone, r.train.resolution, r.train.batch_size)
+        if key not in speeds:
+            speeds[key] = measured_speed(r.backbone, data.info.num_classes, r.train, dev)
+        split_seed = r.seed if r.train.split_seed == "seed" else r.train.split_seed
+        skey = (r.dataset, tuple(r.train.split), split_seed, r.train.train_per_class)
+        if skey not in sizes:
+            split = make_split(data, r.train.split, split_seed, None)
+            sizes[skey] = (len(cap_per_class(split.train, data.labels, r.train.train_per_class)), len(split.val),
+                           len(split.test))  # fmt: skip
+        n_train, n_val, n_test = sizes[skey]
+        t_train, t_eval = speeds[key]
+        if not METHODS.get(r.method).trains:
+            return (n_val + n_test) * t_eval
+        return r.train.epochs * (n_train * t_train + n_val * t_eval) + 2 * n_test * t_eval
+
+    def state(run_id: str) -> str:
+        if store.damaged(run_id) is not None:
+            return "damaged"  # `bench run` moves the file aside and trains the run again
+        return "done" if store.has(run_id) else "todo"
+
+    lines.append("runs:")
+    for r in runs:
+        st = state(r.run_id)
+        secs = estimate(r) if st != "done" else 0.0
+        total += secs
+        lines.append(f"{r.run_id}  {st:<7}  {r.label}" + (f"  ~{fmt_seconds(secs)}" if st != "done" else ""))
+    sources = source_runs(runs)
+    if sources:
+        lines.append("teacher / source runs they use (trained once when not recorded, charged to each user):")
+        for role, s in sources:
+            st = state(s.run_id)
+            secs = estimate(s) if st != "done" else 0.0
+            total += secs
+            cost = f"  ~{fmt_seconds(secs)}" if st != "done" else ""
+            lines.append(f"{s.run_id}  {st:<7}  {role}: {s.label}{cost}")
+    speed = ", ".join(f"{b} at {res} px: {1 / t:.1f} img/s training" for (b, res, _), (t, _) in speeds.items())
+    lines.append(f"estimate: ~{fmt_seconds(total)} on {dev} for what is not recorded (training and evaluation at "
+                 f"the speed measured here: {speed or 'nothing to run'}; a full fine-tuning step for every method, so "
+                 "head-only cuts take less; analyses after training, such as semantic pruning's, print their own "
+                 "estimate when they start)")  # fmt: skip
+    return lines
 
 
 def check_writable(out: Path) -> None:
@@ -177,6 +296,7 @@ def plan(
     check_writable(out)
     preflight(runs, data_root, dev, reporter)
     store = ResultStore(out)
+    set_aside_damaged(store, runs, reporter)
     result = SuiteResult()
     todo = [r for r in runs if not store.has(r.run_id)]
     result.skipped = [r.run_id for r in runs if store.has(r.run_id)]
@@ -184,6 +304,15 @@ def plan(
         discard(out, run_id)
     reporter.print(f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), {where}")
     return todo, result
+
+
+def set_aside_damaged(store: ResultStore, runs: list[RunSpec], reporter: Reporter) -> None:
+    """A record file that cannot be read is moved to <out>/damaged/ (kept) and its run trains again."""
+    for r in runs:
+        why = store.damaged(r.run_id)
+        if why is not None:
+            dest = store.set_aside(r.run_id)
+            reporter.print(f"damaged record {store.path(r.run_id)} ({why}): moved to {dest}; {r.label} trains again")
 
 
 def collect(outcomes: Iterable[Outcome], todo: list[RunSpec], result: SuiteResult) -> SuiteResult:

@@ -6,7 +6,7 @@ from finebench.methods import filter_attention  # noqa: F401 - registers filter-
 from finebench.methods import semantic_pruning  # noqa: F401 - registers semantic-pruning
 from finebench.methods import attention_transfer  # noqa: F401 - registers attention-transfer, kd, at+kd
 from finebench.methods import attention_branch  # noqa: F401 - registers abn
-from finebench.methods.base import Context, Method, Stage
+from finebench.methods.base import Context, Method, Source, Stage
 from finebench.methods.registry import METHODS, register_method
 
-__all__ = ["METHODS", "Context", "Method", "Stage", "register_method"]
+__all__ = ["METHODS", "Context", "Method", "Source", "Stage", "register_method"]

@@ -52,7 +52,7 @@ from finebench.backbones.stages import stage_map
 from finebench.backbones.weights import WeightsError, load_state_dict
 from finebench.benchmark.budget import forward_flops
 from finebench.datasets.base import sha256_file
-from finebench.methods.base import Context, Method, Stage
+from finebench.methods.base import Context, Method, Source, Stage
 from finebench.methods.level_of_cut import CutConfig, CutFull, cut_parameters
 from finebench.methods.registry import register_method
 
@@ -65,6 +65,8 @@ DEFAULT_TEACHERS = {
     "resnet18": "resnet34",
     "resnet34": "resnet50",
     "resnet50": "resnet101",
+    "test_resnet": "test_efficientnet",  # the tiny smoke-test networks teach each other
+    "test_efficientnet": "test_resnet",
 }
 
 
@@ -332,6 +334,14 @@ class Distillation(Method):
             )
         return suite_weights
 
+    def sources(self, spec) -> list[Source]:
+        if self.config.teacher_checkpoint is not None:
+            return []
+        cfg = self.config
+        weights = self.teacher_weights(spec.train.weights)
+        return [Source("teacher", "cut-full", self.teacher_backbone(spec.backbone), weights, cfg.teacher_seed,
+                       cfg.teacher_config)]  # fmt: skip
+
     def extra_backbones(self, spec) -> list[tuple[str, str]]:
         name = self.teacher_backbone(spec.backbone)
         if self.config.teacher_checkpoint is not None:
@@ -341,10 +351,9 @@ class Distillation(Method):
     def load_teacher(self, ctx: Context) -> nn.Module:
         name, cfg = self.teacher_backbone(ctx.spec.backbone), self.config
         if cfg.teacher_checkpoint is None:
-            weights = self.teacher_weights(ctx.spec.train.weights)
-            teacher, run_id = ctx.source_model("cut-full", name, weights, cfg.teacher_seed, role="teacher",
-                                               config=cfg.teacher_config)  # fmt: skip
-            self.teacher_info = {"backbone": name, "run_id": run_id, "weights": weights, "cost": "charged"}
+            (source,) = self.sources(ctx.spec)
+            teacher, run_id = ctx.source_model(source)
+            self.teacher_info = {"backbone": name, "run_id": run_id, "weights": source.weights, "cost": "charged"}
             return teacher
         path = Path(cfg.teacher_checkpoint)
         teacher = create_backbone(name, ctx.num_classes, "random").model

@@ -57,10 +57,9 @@ class Context:
     # Set by the runner after selection, for `extras` analyses only (e.g. accuracy of a pruned copy):
     # evaluate(model, split) -> metrics, split "val" or "test". Never available while training or selecting.
     evaluate: Any = None
-    # source_model(method, backbone=None, weights=None, seed=None, role="source", config=None) -> (model, run id): the
-    # best-val model of another method (its default config, updated by `config`) on the same data and budget, loaded
-    # when recorded or trained now; its whole cost is charged to this run as "<role>:<method>" and its run id kept in
-    # the record's `sources[role]`.
+    # source_model(Source) -> (model, run id): the best-val model of another run (see Source) on the same data and
+    # budget, loaded when recorded or trained now; its whole cost is charged to this run as "<role>:<method>" and its
+    # run id kept in the record's `sources[role]`. A method lists its Sources in `sources(spec)`.
     source_model: Any = None
     # Set for `extras` only: sample(split, n) -> (x, y, uint8 pixels, dataset indices), a fixed sample of val or
     # test images (the same for every method); save_arrays(name, **arrays) -> path of an .npz artifact beside the
@@ -78,6 +77,20 @@ def _same(a: Any, b: Any) -> bool:
         return list(v) if isinstance(v, tuple) else v
 
     return norm(a) == norm(b)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A model a method takes from another run (a teacher, a model to prune): that run's method with its default
+    config updated by `config`, on this run's data and budget; backbone, weights and seed default to this run's.
+    The suite lists these runs before training (`bench run --dry-run`) and ctx.source_model gets them."""
+
+    role: str
+    method: str
+    backbone: str | None = None
+    weights: str | None = None
+    seed: int | None = None
+    config: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,10 @@ class Method:
     def note(cls, config: dict[str, Any]) -> str | None:
         """A word on this configuration for its table row (e.g. that it is a paper's ablation), from the config."""
         return None
+
+    def sources(self, spec: RunSpec) -> list[Source]:
+        """The runs whose models this method takes (`ctx.source_model(source)` in prepare), known before training."""
+        return []
 
     def extra_backbones(self, spec: RunSpec) -> list[tuple[str, str]]:
         """(backbone, weights) pairs the method builds besides the run's own (a teacher, say), so that the suite's

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from finebench.benchmark.budget import forward_flops
-from finebench.methods.base import Context, Method
+from finebench.methods.base import Context, Method, Source
 from finebench.methods.pruning import ACTIVATIONS, forward_once
 from finebench.methods.ranking import lowest_fraction
 from finebench.methods.registry import register_method
@@ -276,10 +276,14 @@ class SemanticPruning(Method):
             raise ValueError(f"{where}: analysis_fraction must be > 0 and control_draws >= 0, got "
                              f"{config.analysis_fraction}, {config.control_draws}")  # fmt: skip
 
+    def sources(self, spec) -> list[Source]:
+        return [Source("source", self.config.source)]
+
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         """Get the trained source model, accumulate responses over the train split (charged), and choose the
         classes to analyse."""
-        model, self.source_run = ctx.source_model(self.config.source)
+        (source,) = self.sources(ctx.spec)
+        model, self.source_run = ctx.source_model(source)
         res = ctx.spec.train.resolution
         self.example = torch.zeros(1, 3, res, res, device=ctx.device)
         raw = self.config.response == "raw"

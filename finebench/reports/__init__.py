@@ -63,7 +63,10 @@ def write_report(
     records = list(ResultStore(results).records(report.errors))
     runs = runs_frame(records, target)
     if runs.empty:
-        raise ValueError(f"no finished runs in {Path(results) / 'runs'}; run `bench run` first (or pass --results DIR)")
+        damaged = f" ({len(report.errors)} damaged: {'; '.join(report.errors)})" if report.errors else ""
+        raise ValueError(
+            f"no finished runs in {Path(results) / 'runs'}{damaged}; run `bench run` first (or pass --results DIR)"
+        )
     for column, wanted in (("dataset", datasets), ("backbone", backbones)):
         if wanted:
             unknown = sorted(set(wanted) - set(runs[column]))

@@ -3,7 +3,8 @@
 done: its record is in the store. running: its lock file names a holder (on this host: a live process).
 failed: its latest attempt left a failure account (`bench run` retries it). queued: handed to a launcher (a SLURM
 job, a local job, a `bench run` process) and not begun. stopped: handed to a `bench run` process on this host that
-has ended without beginning it. A job a scheduler dropped before it began stays `queued` here: the scheduler
+has ended without beginning it. damaged: its record file cannot be read (`bench run` moves it aside and trains the run
+again). A job a scheduler dropped before it began stays `queued` here: the scheduler
 (`squeue`, `sacct`) has the last word on its jobs.
 """
 
@@ -22,7 +23,7 @@ from finebench.results.lock import RunLock
 from finebench.results.queue import queued
 from finebench.results.store import ResultStore
 
-STATES = ("done", "running", "failed", "queued", "stopped")
+STATES = ("done", "running", "failed", "queued", "stopped", "damaged")
 
 
 def alive(pid: int) -> bool:
@@ -76,14 +77,21 @@ def run_states(out: Path) -> list[dict[str, Any]]:
     store = ResultStore(out)
     errors: list = []
     records = {r.run_id: r for r in store.records(errors)}
+    damaged = {p.stem: p for p in sorted(store.runs.glob("*.json")) if p.stem not in records}
     failures = {f["run_id"]: f for f in store.failures() if "run_id" in f}
     queue = queued(out)
     locks = {p.stem for p in (Path(out) / "locks").glob("*.lock")}
     here = socket.gethostname()
     rows = []
-    for run_id in sorted(set(records) | set(failures) | set(queue) | locks):
+    for run_id in sorted(set(records) | set(damaged) | set(failures) | set(queue) | locks):
         entry = queue.get(run_id, {})
         label = entry.get("label", "")
+        if run_id in damaged and holder(out, run_id) is None:
+            why = store.damaged(run_id) or "unreadable"
+            rows.append({"run_id": run_id, "state": "damaged", "label": label,
+                         "detail": f"record {damaged[run_id]} cannot be read ({why}); `bench run` moves it to "
+                                   f"{store.damaged_dir}/ (kept) and trains the run again"})  # fmt: skip
+            continue
         if run_id in records:
             r = records[run_id]
             label = spec_label(r.spec)

@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 from finebench.results.atomic import atomic_write, fsync_dir
@@ -63,11 +64,37 @@ class ResultStore:
                 continue
         return out
 
+    def damaged(self, run_id: str) -> str | None:
+        """Why the record file of `run_id` cannot be read (truncated, not JSON, not a record); None when it reads or
+        is absent."""
+        path = self.path(run_id)
+        try:
+            RunRecord.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            return f"{type(e).__name__}: {e}"[:300]
+        return None
+
+    def set_aside(self, run_id: str) -> Path:
+        """Move a damaged record out of runs/ to <out>/damaged/<run id>.<UTC time>.json (kept, never deleted), so
+        the run counts as not recorded and trains again."""
+        self.damaged_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        dest = self.damaged_dir / f"{run_id}.{stamp}.json"
+        os.replace(self.path(run_id), dest)
+        fsync_dir(self.runs)
+        return dest
+
+    @property
+    def damaged_dir(self) -> Path:
+        return self.root / "damaged"
+
     def get(self, run_id: str) -> RunRecord | None:
         """The record of `run_id`, or None when it is not recorded (or not readable)."""
         try:
             return RunRecord.from_dict(json.loads(self.path(run_id).read_text()))
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return None
 
     def append(self, record: RunRecord) -> Path:
@@ -101,6 +128,6 @@ class ResultStore:
         for path in sorted(self.runs.glob("*.json")):
             try:
                 yield RunRecord.from_dict(json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError) as e:
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
                 if errors is not None:
-                    errors.append(f"{path}: {e}")
+                    errors.append(f"{path}: {type(e).__name__}: {e}"[:400])

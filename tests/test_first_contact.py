@@ -1,0 +1,66 @@
+"""What a new user meets first: the README's commands, damaged records, input checks (issue 15's findings)."""
+
+import subprocess
+import sys
+
+RUN = ["run", "--methods", "cut-fc", "--dataset", "synthetic:4x12", "--backbone", "test_resnet", "--weights", "random",
+       "--epochs", "1", "--resolution", "32", "--seeds", "0,1", "batch_size=8", "--out", "res"]  # fmt: skip
+
+
+def bench(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "finebench.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_a_damaged_record_is_named_everywhere_set_aside_and_trained_again(tmp_path):
+    first = bench(*RUN, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    runs = sorted((tmp_path / "res" / "runs").glob("*.json"))
+    assert len(runs) == 2
+    truncated, garbage = runs
+    names = {p: f"res/runs/{p.name}" for p in runs}  # as the user named the folder
+    text = truncated.read_text()
+    truncated.write_text(text[: len(text) // 2])
+    garbage.write_bytes(b"\x00\xffnot json")
+
+    status = bench("status", "--results", "res", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    for path in (truncated, garbage):
+        line = next(x for x in status.stdout.splitlines() if x.startswith(path.stem))
+        assert "damaged" in line and names[path] in line and "stopped" not in line
+    assert "2 damaged" in status.stdout
+
+    report = bench("report", "--results", "res", "--out", "rep", cwd=tmp_path)
+    assert report.returncode == 2 and "no finished runs" in report.stderr and "2 damaged" in report.stderr
+    assert names[truncated] in report.stderr and names[garbage] in report.stderr
+
+    dry = bench(*RUN, "--dry-run", cwd=tmp_path)
+    assert dry.stdout.count("damaged") == 2 and not (tmp_path / "res" / "damaged").exists()  # a dry run moves nothing
+
+    again = bench(*RUN, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "done: 2 run(s) recorded, 0 skipped" in again.stdout
+    assert again.stdout.count("damaged record") == 2 and names[truncated] in again.stdout
+    kept = sorted((tmp_path / "res" / "damaged").glob("*.json"))
+    assert len(kept) == 2 and {p.name.split(".")[0] for p in kept} == {truncated.stem, garbage.stem}
+    assert sorted(p.read_bytes() for p in kept) == sorted([text[: len(text) // 2].encode(), b"\x00\xffnot json"])
+    status = bench("status", "--results", "res", cwd=tmp_path)
+    assert status.stdout.count(" done ") == 2 and "damaged" not in status.stdout
+
+
+def test_dry_run_checks_what_a_run_checks_and_lists_the_teachers_it_adds(tmp_path):
+    base = ["run", "--dataset", "synthetic:4x12", "--backbone", "test_resnet", "--epochs", "1", "--resolution", "32"]
+    dry = bench(*base, "--methods", "cut-full,kd,semantic-pruning", "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[0].startswith("resolved settings: weights=default, epochs=1")
+    assert any(x.startswith("  kd: teacher=auto") for x in lines)
+    runs = [x for x in lines if "  todo  " in x]
+    assert len(runs) == 4  # three runs, and the teacher the kd run adds (semantic pruning's source is cut-full)
+    assert "teacher: cut-full | synthetic:4x12 | test_efficientnet | seed 0" in runs[-1]
+    assert lines[-1].startswith("estimate: ~") and "img/s training" in lines[-1]
+    assert not (tmp_path / "results").exists()  # nothing written
+
+    bad = bench(*base, "--methods", "kd", "method_config.kd.teacher=no_such_net", "--dry-run", cwd=tmp_path)
+    assert bad.returncode == 2 and "no_such_net" in bad.stderr and "Traceback" not in bad.stderr
+    backbones = bench("list", "backbones", cwd=tmp_path)
+    assert "test_resnet" in backbones.stdout and "test_efficientnet" in backbones.stdout
