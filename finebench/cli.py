@@ -97,8 +97,8 @@ def cmd_run(args) -> int:
     layers += [flags, parse_overrides(args.overrides)]
     suite = build_suite(*layers)
     if args.dry_run:
-        for line in dry_run(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=True)):
-            print(line)
+        dry_run(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=True),
+                lambda line: print(line, flush=True))  # fmt: skip
         return 0
     reporter = Reporter(quiet=args.quiet)
     cluster = [f"--{k.replace('_', '-')}" for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)]

@@ -57,10 +57,12 @@ def test_dry_run_checks_what_a_run_checks_and_lists_the_teachers_it_adds(tmp_pat
     runs = [x for x in lines if "  todo  " in x]
     assert len(runs) == 4  # three runs, and the teacher the kd run adds (semantic pruning's source is cut-full)
     assert "teacher: cut-full | synthetic:4x12 | test_efficientnet | seed 0" in runs[-1]
-    assert lines[-1].startswith("estimate: ~") and "img/s training" in lines[-1]
+    assert lines[-2].startswith("checks: passed")
+    assert lines[-1].startswith("estimate: ~") and "for the 4 run(s) not recorded" in lines[-1]
     assert not (tmp_path / "results").exists()  # nothing written
 
     bad = bench(*base, "--methods", "kd", "method_config.kd.teacher=no_such_net", "--dry-run", cwd=tmp_path)
     assert bad.returncode == 2 and "no_such_net" in bad.stderr and "Traceback" not in bad.stderr
+    assert "checks: passed" not in bad.stdout
     backbones = bench("list", "backbones", cwd=tmp_path)
     assert "test_resnet" in backbones.stdout and "test_efficientnet" in backbones.stdout

@@ -183,25 +183,40 @@ def measured_speed(backbone: str, classes: int, train: Any, device: torch.device
     return t_train, t_eval
 
 
-def dry_run(suite: SuiteSpec, out: Path, data_root: str | None, device: str, reporter: Reporter) -> list[str]:
-    """What `bench run` would do, with every check it makes before training (names, data and images, weights,
-    resolution, each method's settings, teachers and sources), without training or writing records: the resolved
-    settings, each run (done, todo or damaged), the teacher / source runs it adds, and a time estimate from this
-    device's measured speed."""
+def dry_run(suite: SuiteSpec, out: Path, data_root: str | None, device: str, reporter: Reporter, emit=print) -> None:
+    """What `bench run` would do, without training or writing records: the resolved settings, each run (done, todo or
+    damaged) and the teacher / source runs they add; then every check a run makes before training (names, data and
+    images, weights, resolution, each method's settings, teachers and sources), which raises as a run would; then a
+    time estimate from this device's measured speed. Lines go to `emit` as they are known."""
     from finebench.datasets.split import cap_per_class, make_split
 
     dev = pick_device(device)
     runs = expand(suite)
-    datasets = preflight(runs, data_root, dev, reporter)
     store = ResultStore(out)
     train = runs[0].train if runs else suite.train
-    lines = ["resolved settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(train).items())]
+    emit("resolved settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(train).items()))
     for name in dict.fromkeys(r.method for r in runs):
         cfg = next(r.method_config for r in runs if r.method == name)
-        lines.append(f"  {name}: " + (", ".join(f"{k}={v}" for k, v in cfg.items()) or "(no settings)"))
+        emit(f"  {name}: " + (", ".join(f"{k}={v}" for k, v in cfg.items()) or "(no settings)"))
+
+    def state(run_id: str) -> str:
+        if store.damaged(run_id) is not None:
+            return "damaged"  # `bench run` moves the file aside and trains the run again
+        return "done" if store.has(run_id) else "todo"
+
+    listed = [(r, "", state(r.run_id)) for r in runs]
+    sources = [(s, f"{role}: ", state(s.run_id)) for role, s in source_runs(runs)]
+    emit("runs:")
+    for r, role, st in listed:
+        emit(f"{r.run_id}  {st:<7}  {role}{r.label}")
+    if sources:
+        emit("teacher / source runs they use (trained once when not recorded, charged to each run that uses them):")
+        for r, role, st in sources:
+            emit(f"{r.run_id}  {st:<7}  {role}{r.label}")
+    datasets = preflight([r for r, _, _ in listed + sources], data_root, dev, reporter)
+    emit("checks: passed (data and images, backbones and weights at their resolution, every method's settings)")
     speeds: dict[tuple, tuple[float, float]] = {}
     sizes: dict[tuple, tuple[int, int, int]] = {}
-    total = 0.0
 
     def estimate(r: RunSpec) -> float:
         data = datasets[r.dataset]
@@ -220,32 +235,13 @@ def dry_run(suite: SuiteSpec, out: Path, data_root: str | None, device: str, rep
             return (n_val + n_test) * t_eval
         return r.train.epochs * (n_train * t_train + n_val * t_eval) + 2 * n_test * t_eval
 
-    def state(run_id: str) -> str:
-        if store.damaged(run_id) is not None:
-            return "damaged"  # `bench run` moves the file aside and trains the run again
-        return "done" if store.has(run_id) else "todo"
-
-    lines.append("runs:")
-    for r in runs:
-        st = state(r.run_id)
-        secs = estimate(r) if st != "done" else 0.0
-        total += secs
-        lines.append(f"{r.run_id}  {st:<7}  {r.label}" + (f"  ~{fmt_seconds(secs)}" if st != "done" else ""))
-    sources = source_runs(runs)
-    if sources:
-        lines.append("teacher / source runs they use (trained once when not recorded, charged to each user):")
-        for role, s in sources:
-            st = state(s.run_id)
-            secs = estimate(s) if st != "done" else 0.0
-            total += secs
-            cost = f"  ~{fmt_seconds(secs)}" if st != "done" else ""
-            lines.append(f"{s.run_id}  {st:<7}  {role}: {s.label}{cost}")
-    speed = ", ".join(f"{b} at {res} px: {1 / t:.1f} img/s training" for (b, res, _), (t, _) in speeds.items())
-    lines.append(f"estimate: ~{fmt_seconds(total)} on {dev} for what is not recorded (training and evaluation at "
-                 f"the speed measured here: {speed or 'nothing to run'}; a full fine-tuning step for every method, so "
-                 "head-only cuts take less; analyses after training, such as semantic pruning's, print their own "
-                 "estimate when they start)")  # fmt: skip
-    return lines
+    total = sum(estimate(r) for r, _, st in listed + sources if st != "done")
+    speed = ", ".join(f"{b} at {res} px: {1 / t:.1f} img/s" for (b, res, _), (t, _) in speeds.items())
+    todo = sum(st != "done" for _, _, st in listed + sources)
+    emit(f"estimate: ~{fmt_seconds(total)} on {dev} for the {todo} run(s) not recorded (training and evaluation at "
+         f"the training speed measured here: {speed or 'nothing to run'}; every method priced as a full "
+         "fine-tuning step, so head-only cuts take less; analyses after training, such as semantic pruning's, print "
+         "their own estimate when they start)")  # fmt: skip
 
 
 def check_writable(out: Path) -> None:
