@@ -205,7 +205,8 @@ def add_list(sub) -> None:
     p = sub.add_parser("list", help="what is registered (datasets: and whether each is under the data root)")
     p.add_argument("what", choices=("methods", "datasets", "backbones", "presets"))
     p.add_argument("--data-root", help="data root for `list datasets` (default: $FINEBENCH_DATA, then the cache dir)")
-    p.add_argument("--verbose", "-v", action="store_true", help="datasets: classes, images, source and license")
+    p.add_argument("--verbose", "-v", action="store_true", help="methods: citation and config keys with defaults and "
+                   "meanings; datasets: classes, images, source and license")  # fmt: skip
 
 
 def cmd_list(args) -> int:
@@ -224,6 +225,9 @@ def cmd_list(args) -> int:
     if args.what == "datasets":
         print(f"data root: {data_root(args.data_root)}")
     for entry in registry:
+        if args.what == "methods" and args.verbose:
+            print("\n".join(describe_method(entry.name)) + "\n")
+            continue
         if args.what == "datasets":
             print(f"{entry.name:<{width}}  {presence(entry.name, args.data_root):<7}  {entry.description}")
             if args.verbose:
@@ -233,6 +237,24 @@ def cmd_list(args) -> int:
     if args.what == "backbones":
         print(f"{'(any timm name)':<{width}}  other timm CNNs, with --weights PATH, hub weights when online, or random")
     return 0
+
+
+def describe_method(name: str) -> list[str]:
+    """A method's `bench list methods -v` entry: description, citation, then each config key with its default."""
+    from finebench.methods import METHODS
+    from finebench.methods.base import config_keys
+
+    entry = METHODS.entry(name)
+    cls = entry.factory
+    lines = [f"{name}: {entry.description}"]
+    if cls.citation:
+        lines.append(f"    paper: {cls.citation}")
+    keys = config_keys(cls.Config)
+    if keys:
+        lines.append(f"    settings (method_config.{name}.KEY=VALUE):")
+        width = max(len(f"{k}={d}") for k, d, _ in keys)
+        lines += [f"      {f'{k}={d}':<{width}}  {m}".rstrip() for k, d, m in keys]
+    return lines
 
 
 def add_verify(sub) -> None:
@@ -299,8 +321,19 @@ COMMANDS = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "list": 
             "verify": cmd_verify}  # fmt: skip
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("finebench")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="finebench: fine-grained transfer learning, one budget")
+    p.add_argument("--version", action="version", version=f"finebench {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (add_run, add_status, add_report, add_list, add_fetch, add_verify):
         add(sub)
@@ -325,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # `bench status | head`: the reader has gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, FileNotFoundError) as e:  # SpecError, DatasetError, WeightsError: messages for the user
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -66,3 +66,25 @@ def test_dry_run_checks_what_a_run_checks_and_lists_the_teachers_it_adds(tmp_pat
     assert "checks: passed" not in bad.stdout
     backbones = bench("list", "backbones", cwd=tmp_path)
     assert "test_resnet" in backbones.stdout and "test_efficientnet" in backbones.stdout
+
+
+def test_version_and_methods_with_citations_and_settings(tmp_path):
+    from finebench.methods import METHODS
+    from finebench.methods.base import config_keys
+
+    version = bench("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("finebench ")
+    out = bench("list", "methods", "-v", cwd=tmp_path).stdout
+    for name in METHODS.names():
+        block = out.split(f"\n{name}: ", 1)[-1] if not out.startswith(f"{name}: ") else out[len(name) + 2 :]
+        block = block.split("\n\n")[0]
+        assert "    paper: " in block and ("arXiv:" in block or "OpenReview" in block), name
+        for key, default, meaning in config_keys(METHODS.get(name).Config):
+            assert f"{key}={default}" in block and meaning, (name, key)  # every key has its one-line meaning
+
+
+def test_piping_into_head_is_quiet(tmp_path):
+    for args in (["list", "methods", "-v"], ["list", "presets"]):
+        p = subprocess.run(f"{sys.executable} -m finebench.cli {' '.join(args)} | head -1", shell=True, cwd=tmp_path,
+                           capture_output=True, text=True)  # fmt: skip
+        assert p.returncode == 0 and p.stderr == "" and len(p.stdout.splitlines()) == 1, p.stderr

@@ -224,6 +224,10 @@ class AttentionBranch(Method):
     """Attention Branch Network: an attention branch whose map M reweights the last stage's input, (1 + M) * g."""
 
     name = "abn"
+    citation = (
+        "Fukui, Hirakawa, Yamashita, Fujiyoshi: Attention Branch Network: Learning of Attention Mechanism for"
+        " Visual Explanation, CVPR 2019, arXiv:1812.10025"
+    )
     Config = ABNConfig
     figure_images = 8
 

@@ -208,24 +208,24 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class KDConfig(TeacherConfig):
-    temperature: float = 4.0
+    temperature: float = 4.0  # the softmax temperature T of both networks' outputs (Hinton et al.: T^2 scaling)
     alpha: float = 0.9  # weight of the KD term; CE gets 1 - alpha
 
 
 @dataclass(frozen=True)
 class ATConfig(TeacherConfig):
-    beta: float = 1000.0
-    p: float = 2.0
-    mode: str = "sum^p"
-    pairs: str = "last2"
+    beta: float = 1000.0  # the AT term's weight: beta/2 * sum over pairs (eq. 2; the authors' code: beta * sum)
+    p: float = 2.0  # the power of |activation| in the attention map
+    mode: str = "sum^p"  # the map over channels: sum | sum^p | max^p
+    pairs: str = "last2"  # aligned stage groups from the end: lastK, all, or 0-based group indices i,j
     kind: str = "activation"  # activation | gradient (double backprop on input gradients; slower)
     gradient_beta: float = 1e6  # kind=gradient's weight (its term is averaged over B*3*H*W input elements)
 
 
 @dataclass(frozen=True)
 class ATKDConfig(ATConfig):
-    temperature: float = 4.0
-    alpha: float = 0.9
+    temperature: float = 4.0  # the KD term's softmax temperature
+    alpha: float = 0.9  # weight of the KD term; CE gets 1 - alpha
 
 
 class Distillation(Method):
@@ -480,6 +480,10 @@ class AttentionTransfer(Distillation):
     """Attention transfer from a fine-tuned larger teacher (activation maps of the last two stages)."""
 
     name = "attention-transfer"
+    citation = (
+        "Zagoruyko, Komodakis: Paying More Attention to Attention: Improving the Performance of Convolutional"
+        " Neural Networks via Attention Transfer, ICLR 2017, arXiv:1612.03928"
+    )
     Config = ATConfig
     LATER = {"teacher_config": {}, "gradient_beta": 1e6}
     uses_at = True
@@ -490,6 +494,7 @@ class KnowledgeDistillation(Distillation):
     """Knowledge distillation from a fine-tuned larger teacher (T = 4, alpha = 0.9)."""
 
     name = "kd"
+    citation = "Hinton, Vinyals, Dean: Distilling the Knowledge in a Neural Network, 2015, arXiv:1503.02531"
     Config = KDConfig
     uses_kd = True
 
@@ -499,6 +504,11 @@ class AttentionTransferKD(Distillation):
     """Attention transfer plus knowledge distillation from the same teacher."""
 
     name = "at+kd"
+    citation = (
+        "Zagoruyko, Komodakis: Paying More Attention to Attention: Improving the Performance of Convolutional"
+        " Neural Networks via Attention Transfer, ICLR 2017, arXiv:1612.03928; Hinton, Vinyals, Dean: "
+        "Distilling the Knowledge in a Neural Network, 2015, arXiv:1503.02531"
+    )
     Config = ATKDConfig
     LATER = {"teacher_config": {}, "gradient_beta": 1e6}
     uses_at = True

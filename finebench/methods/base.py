@@ -70,6 +70,38 @@ class Context:
     log: Any = None
 
 
+def config_keys(config_cls: type) -> list[tuple[str, Any, str]]:
+    """(key, default, meaning) of a method's config dataclass; the meaning is the comment on the field's line, or
+    the comment line(s) just above it, read from the source (inherited fields first)."""
+    import dataclasses
+    import inspect
+    import re
+
+    meanings: dict[str, str] = {}
+    for cls in reversed(config_cls.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        try:
+            lines = inspect.getsource(cls).splitlines()
+        except (OSError, TypeError):
+            continue
+        above: list[str] = []
+        for line in lines[1:]:
+            text = line.strip()
+            if text.startswith("#"):
+                above.append(text.lstrip("# "))
+                continue
+            m = re.match(r"^(\w+)\s*:[^#]*?(?:#\s*(.*))?$", text)
+            if m and not text.startswith(("def ", "@")):
+                meanings[m.group(1)] = m.group(2) or " ".join(above)
+            above = []
+    out = []
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out.append((f.name, default, meanings.get(f.name, "")))
+    return out
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal, reading JSON lists as the tuples a config holds."""
 
@@ -100,6 +132,7 @@ class NoConfig:
 
 class Method:
     name: ClassVar[str] = ""
+    citation: ClassVar[str] = ""  # authors: title, venue year, arXiv/DOI (shown by `bench list methods -v`)
     Config: ClassVar[type] = NoConfig
     # False: the method trains nothing itself (it analyses or transforms a model it gets in `prepare`, e.g. from
     # ctx.source_model); the runner then skips the training loop and evaluates the prepared model once.

@@ -215,6 +215,10 @@ class FilterAttention(Method):
     """Filter attention: a trainable scalar per conv filter (and input channel), letter schedules (FFAAAB...)."""
 
     name = "filter-attention"
+    citation = (
+        "Mo, Cheng, Fang: Pay Attention to Convolution Filters: Towards Fast and Accurate Fine-Grained "
+        "Transfer Learning, 2019, arXiv:1906.04950"
+    )
     Config = FilterAttentionConfig
     LATER = {"control_draws": 3}
 

@@ -39,6 +39,10 @@ class CutConfig:
 
 
 class LevelOfCut(Method):
+    citation = (
+        "Yosinski, Clune, Bengio, Lipson: How transferable are features in deep neural networks? NeurIPS "
+        "2014, arXiv:1411.1792"
+    )
     Config = CutConfig
     LATER = {"freeze_stages": 0}
     level: ClassVar[str] = "full"

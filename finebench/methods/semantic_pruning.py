@@ -240,7 +240,7 @@ class SemanticPruningConfig:
     source: str = "cut-full"  # the method whose trained model is pruned (same suite, seed and budget)
     response: str = "post"  # post: after BatchNorm and activation; raw: the conv output
     accumulate: str = "signed"  # signed: the sum of responses (Defs. 2-3); abs: the sum of |R|
-    modes: tuple[str, ...] = ("nwp", "lwp")
+    modes: tuple[str, ...] = ("nwp", "lwp")  # nwp: the lowest over the whole network; lwp: the lowest within each layer
     normalise: bool = False  # NWP with each layer divided by its mean response (the paper uses none)
     sweep: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # the paper's theta sweep, for every mode
     classes: int | str = "auto"  # auto: within analysis_fraction of the source's training; all; or a number
@@ -253,6 +253,9 @@ class SemanticPruning(Method):
     """Semantic pruning: per class, prune the filters with the lowest accumulated response; no retraining."""
 
     name = "semantic-pruning"
+    citation = (
+        "Semantic Pruning for Single Class Interpretability, ICLR 2020 submission (anonymous), OpenReview rkxXNR4tvH"
+    )
     Config = SemanticPruningConfig
     LATER = {"accumulate": "abs", "analysis_fraction": 1.0, "control_draws": 3}  # records before: sums of |R|
     trains = False
