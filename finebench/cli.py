@@ -310,7 +310,12 @@ def cmd_fetch(args) -> int:
         kwargs["md5"] = None if args.md5.lower() == "none" else args.md5.lower()
 
     def progress(done: int, total: int | None) -> None:
-        print(f"\r  {done / 2**20:.1f} MiB" + (f" of {total / 2**20:.1f} MiB" if total else ""), end="", flush=True)
+        if total:
+            filled = int(30 * min(done, total) / total)
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {100 * done / total:3.0f}% "
+            print(f"\r  {bar}{done / 2**20:.1f} of {total / 2**20:.1f} MiB", end="", flush=True)
+        else:
+            print(f"\r  {done / 2**20:.1f} MiB", end="", flush=True)
 
     target = FETCHERS[family(args.name)](root, args.name, progress=progress, **kwargs)
     print(f"\n{args.name}: verified and ready in {target}")
