@@ -68,7 +68,7 @@ def test_the_other_commands_parse_and_their_specs_resolve():
     from finebench.benchmark.suite import expand
     from finebench.cli import RUN_FLAGS, parser
 
-    for marker, commands in blocks():
+    for _, commands in blocks():
         for args in commands:
             ns, extra = parser().parse_known_args(args[1:])
             assert not [e for e in extra if "=" not in e], args
