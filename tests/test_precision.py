@@ -220,3 +220,31 @@ def test_record_carries_end_to_end_speed_and_data_stall(tmp_path):
     assert 0 < cost["data_stall_fraction"] < 1 and 0 < cost["data_seconds"] < cost["train_seconds"]
     assert cost["images_per_second"] == pytest.approx(cost["samples"] / cost["train_seconds"])
     assert all(0 < e["data_stall"] < 1 for e in record.epochs)
+
+
+def test_mixed_precision_without_native_support_is_warned_about_before_training():
+    from finebench.benchmark.precision import precision_warning
+
+    cpu = torch.device("cpu")
+    avx2_only = {"avx2", "fma", "sse4_2"}
+    text = precision_warning("bf16", cpu, avx2_only)
+    assert text and "avx512_bf16 / amx_bf16" in text and "amp=off" in text
+    assert precision_warning("fp16", cpu, avx2_only) and "avx512_fp16" in precision_warning("fp16", cpu, avx2_only)
+    assert precision_warning("bf16", cpu, avx2_only | {"avx512_bf16"}) is None
+    assert precision_warning("bf16", cpu, {"fp", "asimd", "bf16"}) is None  # an ARM CPU with bf16
+    assert precision_warning("off", cpu, avx2_only) is None
+    assert precision_warning("bf16", cpu, set()) is None  # flags unknown: no claim
+
+
+def test_the_suite_prints_the_warning_before_any_run(tmp_path):
+    import subprocess
+    import sys
+
+    from finebench.benchmark.precision import cpu_flags, precision_warning
+
+    args = ["run", "--methods", "cut-fc", "--dataset", "synthetic:3x8", "--backbone", "test_resnet", "--epochs", "1",
+            "--resolution", "32", "--amp", "bf16", "--dry-run"]  # fmt: skip
+    p = subprocess.run([sys.executable, "-m", "finebench.cli", *args], cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    expected = precision_warning("bf16", torch.device("cpu"), cpu_flags())
+    assert (f"warning: {expected}" in p.stdout) if expected else ("warning: amp" not in p.stdout)

@@ -215,6 +215,7 @@ def dry_run(suite: SuiteSpec, out: Path, data_root: str | None, device: str, rep
             emit(f"{r.run_id}  {st:<7}  {role}{r.label}")
     datasets = preflight([r for r, _, _ in listed + sources], data_root, dev, reporter)
     emit("checks: passed (data and images, backbones and weights at their resolution, every method's settings)")
+    warn_precision([r for r, _, _ in listed + sources], dev, emit)
     speeds: dict[tuple, tuple[float, float]] = {}
     sizes: dict[tuple, tuple[int, int, int]] = {}
 
@@ -299,6 +300,7 @@ def plan(
     for run_id in result.skipped:  # a kill between writing a record and removing its checkpoints left them
         discard(out, run_id)
     reporter.print(f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), {where}")
+    warn_precision(runs, dev, reporter.print)
     return todo, result
 
 
@@ -309,6 +311,16 @@ def set_aside_damaged(store: ResultStore, runs: list[RunSpec], reporter: Reporte
         if why is not None:
             dest = store.set_aside(r.run_id)
             reporter.print(f"damaged record {store.path(r.run_id)} ({why}): moved to {dest}; {r.label} trains again")
+
+
+def warn_precision(runs: list[RunSpec], dev: torch.device, emit) -> None:
+    """A warning, before training, for each mixed-precision setting this device has no native support for."""
+    from finebench.benchmark.precision import precision_warning
+
+    for amp in dict.fromkeys(r.train.amp for r in runs):
+        text = precision_warning(amp, dev)
+        if text:
+            emit(f"warning: {text}")
 
 
 def collect(outcomes: Iterable[Outcome], todo: list[RunSpec], result: SuiteResult) -> SuiteResult:
