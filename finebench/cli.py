@@ -84,7 +84,7 @@ def add_run(sub) -> None:
 
 def cmd_run(args) -> int:
     from finebench.benchmark.progress import Reporter
-    from finebench.benchmark.suite import dry_run, run_suite
+    from finebench.benchmark.suite import dry_run, run_suite, unselected_configs
 
     layers: list[dict[str, Any]] = []
     if args.preset:
@@ -96,14 +96,23 @@ def cmd_run(args) -> int:
         flags["time_budget"] = parse_duration(flags["time_budget"], "--time-budget")
     layers += [flags, parse_overrides(args.overrides)]
     suite = build_suite(*layers)
+    for name in unselected_configs(suite):
+        print(f"note: method_config.{name} is for {name}, which this run does not select (--methods); left aside",
+              file=sys.stderr)  # fmt: skip
+    cluster = [f"--{k.replace('_', '-')}" for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)]
+    if cluster and not args.launcher:
+        raise SpecError(f"{cluster[0]} applies to --launcher slurm|local only")
+    if args.devices is not None and not args.devices.strip():
+        raise SpecError("--devices is empty; list devices such as 0,1 or cuda:0,cuda:1 (or leave it out)")
+    if args.data_root:
+        from finebench.datasets.base import data_root
+
+        data_root(args.data_root)  # a file given as the data root is named now
     if args.dry_run:
         dry_run(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=True),
                 lambda line: print(line, flush=True))  # fmt: skip
         return 0
     reporter = Reporter(quiet=args.quiet)
-    cluster = [f"--{k.replace('_', '-')}" for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)]
-    if cluster and not args.launcher:
-        raise SpecError(f"{cluster[0]} applies to --launcher slurm|local only")
     try:
         if args.launcher:
             from finebench.benchmark.launch import LaunchOptions, launch_suite, parse_timeout
@@ -270,12 +279,12 @@ def cmd_verify(args) -> int:
     data = build_dataset(args.name, args.data_root)  # annotations parsed, every listed file present
     where = data.info.root or "(generated)"
     print(f"{args.name}: {len(data)} images, {data.info.num_classes} classes under {where}; decoding every image")
-    _, bad = decode_all(data, 32, "squash", "bilinear")
+    _, bad = decode_all(data, 32, "squash", "bilinear", every=True)
     for i in sorted(bad):
         print(f"  bad: {data.ids[i]}: {bad[i]}")
     if bad:
-        print(f"{args.name}: {len(bad)} of {len(data)} images cannot be read (re-fetch them, or run with "
-              "--skip-bad-images)")  # fmt: skip
+        print(f"{args.name}: {len(bad)} of {len(data)} images cannot be read (re-fetch them; unreadable files can "
+              "also be left out with --skip-bad-images, files that differ from the official ones cannot)")  # fmt: skip
         return 1
     print(f"{args.name}: all {len(data)} images readable; manifest {data.info.manifest_hash}")
     return 0

@@ -1,7 +1,12 @@
 """What a new user meets first: the README's commands, damaged records, input checks (issue 15's findings)."""
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 RUN = ["run", "--methods", "cut-fc", "--dataset", "synthetic:4x12", "--backbone", "test_resnet", "--weights", "random",
        "--epochs", "1", "--resolution", "32", "--seeds", "0,1", "batch_size=8", "--out", "res"]  # fmt: skip
@@ -88,3 +93,80 @@ def test_piping_into_head_is_quiet(tmp_path):
         p = subprocess.run(f"{sys.executable} -m finebench.cli {' '.join(args)} | head -1", shell=True, cwd=tmp_path,
                            capture_output=True, text=True)  # fmt: skip
         assert p.returncode == 0 and p.stderr == "" and len(p.stdout.splitlines()) == 1, p.stderr
+
+
+SMALL = ["run", "--methods", "cut-fc", "--dataset", "synthetic:3x8", "--backbone", "test_resnet", "--epochs", "1",
+         "--resolution", "32"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lr", "nan"], "lr: must be a finite number"),
+        (["--lr", "inf"], "lr: must be a finite number"),
+        (["--seeds=-1"], "seeds: must be integers >= 0"),
+        (["--seeds", "0,0"], "seeds: 0 given twice"),
+        (["--wait"], "--wait applies to --launcher"),
+        (["--partition", "gpu"], "--partition applies to --launcher"),
+        (["--devices", ""], "--devices is empty"),
+        (["--weights", "randon"], "did you mean 'random'"),
+        (["--resolution", "100000"], "GiB of memory as an image cache"),
+        (["--data-root", "afile"], "--data-root afile is a file, not a folder"),
+        (["--spec", "dup.yaml"], "spec file dup.yaml: key 'epochs' appears twice (lines 1 and 2)"),
+        (["method_config.cut-ful.freeze_bn=true"], "unknown method 'cut-ful'; did you mean 'cut-full'?"),
+    ],
+)
+def test_bad_input_is_refused_before_training_naming_it(extra, message, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "dup.yaml").write_text("epochs: 1\nepochs: 2\n")
+    p = bench(*SMALL, *extra, cwd=tmp_path)
+    assert p.returncode == 2 and message in p.stderr, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "results" / "runs").exists()
+
+
+def test_one_spec_file_serves_a_subset_of_its_methods(tmp_path):
+    (tmp_path / "suite.yaml").write_text("method_config:\n  cut-full: {freeze_bn: true}\n  kd: {alpha: 0.5}\n")
+    p = bench(*SMALL, "--spec", "suite.yaml", "--dry-run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "note: method_config.cut-full is for cut-full, which this run does not select" in p.stderr
+    bad = bench(*SMALL, "--spec", "suite.yaml", "method_config.kd.alfa=1", "--dry-run", cwd=tmp_path)
+    assert bad.returncode == 2 and "alfa" in bad.stderr  # an unselected method's keys are still checked
+
+
+def test_report_refuses_an_unknown_method_and_a_file_as_its_folder(tmp_path):
+    assert bench(*SMALL, "--quiet", cwd=tmp_path).returncode == 0
+    p = bench("report", "--methods", "cut-fcc", cwd=tmp_path)
+    assert p.returncode == 2 and "did you mean 'cut-fc'?" in p.stderr
+    (tmp_path / "out.txt").write_text("x")
+    p = bench("report", "--out", "out.txt", cwd=tmp_path)
+    assert p.returncode == 2 and "--out out.txt is a file" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_distillation_table_keeps_one_line_per_teacher(tmp_path):
+    p = bench("run", "--methods", "cut-full,kd,attention-transfer", "--dataset", "synthetic:3x8", "--backbone",
+              "test_resnet", "--epochs", "1", "--resolution", "32", "--quiet", "method_config.kd.teacher=test_resnet",
+              cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert bench("report", "--no-pdf", cwd=tmp_path).returncode == 0
+    md = (tmp_path / "reports" / "results.md").read_text()
+    table = md.split("### Distillation")[1].split("\n\n")[1].splitlines()[2:]
+    by_teacher = {line.rsplit("(", 2)[-1].strip(" |)"): line.split("|")[2:6] for line in table}
+    assert set(by_teacher) == {"test_resnet", "test_efficientnet"}
+    assert by_teacher["test_resnet"][1].strip() != "—" and by_teacher["test_resnet"][2].strip() == "—"  # KD only
+    assert by_teacher["test_efficientnet"][1].strip() == "—" and by_teacher["test_efficientnet"][2].strip() != "—"
+    kd = bench("report", "--no-pdf", "--baseline", "kd", "--out", "r2", cwd=tmp_path)
+    assert kd.returncode == 0 and "Δ vs kd (teacher=test_resnet)" in (tmp_path / "r2" / "results.md").read_text()
+
+
+SHARED = Path(os.environ.get("FINEBENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+
+
+@pytest.mark.skipif(not (SHARED / "flowers17" / "jpg").is_dir(), reason=f"Flowers-17 is not under {SHARED}")
+def test_verify_lists_every_damaged_image_and_exits_1(tmp_path):
+    shutil.copytree(SHARED / "flowers17", tmp_path / "root" / "flowers17")
+    jpg = tmp_path / "root" / "flowers17" / "jpg"
+    (jpg / "image_0005.jpg").write_bytes(b"garbage")
+    (jpg / "image_0100.jpg").write_bytes((SHARED / "flowers17" / "jpg" / "image_0100.jpg").read_bytes()[:1000])
+    p = bench("verify", "flowers17", "--data-root", str(tmp_path / "root"), cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
+    assert "image_0005.jpg" in p.stdout and "image_0100.jpg" in p.stdout and "2 of 1360 images" in p.stdout

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,36 @@ def backbone_info(name: str) -> BackboneInfo:
     raise ValueError(BACKBONES.unknown_message(name, timm_names) + " (or any timm model name, see timm.list_models())")
 
 
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers (once per process): offline, fail at once instead of retrying."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def hub_cached(arch: str) -> bool:
+    """Whether timm's hub weights for `arch` are already in the local Hugging Face cache."""
+    cfg = timm.models.get_pretrained_cfg(arch)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    repo, _, revision = repo.partition("@")
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename, revision=revision or None)
+        if isinstance(found, str):
+            return True
+    return False
+
+
 def data_config(arch: str) -> dict[str, Any]:
     cfg = timm.models.get_pretrained_cfg(arch)
     if cfg is None:
@@ -95,6 +128,12 @@ def create_backbone(name: str, num_classes: int, weights: str = "default") -> Ba
             model.reset_classifier(num_classes)
         origin, digest = f"shipped:{path.name}", sha256_file(path)
     elif source == "hub":
+        if not hub_cached(info.arch) and not hub_reachable():
+            raise WeightsError(
+                f"backbone {name!r}: its pretrained weights come from the Hugging Face hub, which cannot be reached "
+                "from here (offline?) and they are not in the local hub cache. Pass --weights PATH (a state dict), "
+                "--weights random, or fetch them once on a machine that is online (they are cached for later)."
+            )
         try:
             model = timm.create_model(info.arch, pretrained=True, num_classes=num_classes)
         except Exception as e:  # noqa: BLE001 - offline hub failures come in many types

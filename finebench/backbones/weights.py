@@ -44,7 +44,11 @@ def load_state_dict(path: str | Path) -> OrderedDict[str, torch.Tensor]:
     """Load tensors only (weights_only=True): a pickle that would run code is refused."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        import difflib
+
+        close = difflib.get_close_matches(str(path), ["default", "random"], n=1, cutoff=0.7)
+        hint = f"; did you mean {close[0]!r}?" if close else " (--weights takes default, random or a state dict file)"
+        raise WeightsError(f"weights file {path} does not exist{hint}")
     try:
         sd = safe_load(path, "weights file")
     except ValueError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -259,6 +260,9 @@ def validate_train(cfg: TrainConfig) -> TrainConfig:
     for key in positive_ints:
         if getattr(cfg, key) < 1:
             raise SpecError(f"{key}: must be >= 1, got {getattr(cfg, key)}")
+    for key in ("lr", "weight_decay", "momentum"):
+        if not math.isfinite(getattr(cfg, key)):
+            raise SpecError(f"{key}: must be a finite number, got {getattr(cfg, key)}")
     if cfg.lr <= 0:
         raise SpecError(f"lr: must be > 0, got {cfg.lr}")
     if cfg.weight_decay < 0:
@@ -278,6 +282,24 @@ def validate_train(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+class DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML itself keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKey(f"key {key!r} appears twice (lines {seen[key]} and {key_node.start_mark.line + 1}); "
+                                   "give it once")  # fmt: skip
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -285,7 +307,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise SpecError(f"cannot read spec file {path}: {e.strerror}") from e
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a safe loader that refuses duplicate keys
+    except DuplicateKey as e:
+        raise SpecError(f"spec file {path}: {e}") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -348,6 +372,12 @@ def build_suite(*layers: Mapping[str, Any]) -> SuiteSpec:
     train = validate_train(build_config(TrainConfig, {k: v for k, v in raw.items() if k in TRAIN_KEYS}, ""))
     hints = typing.get_type_hints(SuiteSpec)
     lists = {k: coerce(k, raw[k], hints[k]) for k in ("methods", "datasets", "backbones", "seeds") if k in raw}
+    for key, values in lists.items():
+        dupes = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if dupes:
+            raise SpecError(f"{key}: {', '.join(map(str, dupes))} given twice; give each once")
+    if any(s < 0 for s in lists.get("seeds", ())):
+        raise SpecError(f"seeds: must be integers >= 0, got {', '.join(map(str, lists['seeds']))}")
     mc = raw.get("method_config", {}) or {}
     if not isinstance(mc, Mapping) or not all(isinstance(v, Mapping) for v in mc.values()):
         raise SpecError("method_config: expected a mapping of method name -> {key: value}")

@@ -20,7 +20,7 @@ from finebench.benchmark.env import git_commit
 from finebench.benchmark.progress import Reporter, fmt_seconds
 from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec, build_config
 from finebench.datasets import build_dataset, check_name
-from finebench.datasets.cache import cached_images
+from finebench.datasets.cache import cached_images, check_room
 from finebench.methods import METHODS
 from finebench.results.lock import RunLock
 from finebench.results.queue import note_queued
@@ -37,6 +37,17 @@ def resolve_methods(names: tuple[str, ...]) -> list[str]:
     return out
 
 
+def unselected_configs(suite: SuiteSpec) -> list[str]:
+    """Methods that `method_config` configures but the suite does not select: one spec file serves any subset of
+    its methods. A name that is no registered method is an error, with the closest name."""
+    methods = resolve_methods(suite.methods)
+    for name in suite.method_config:
+        if name not in METHODS:
+            raise SpecError(f"method_config: {METHODS.unknown_message(name)}")
+        method_config(name, suite.method_config)  # its keys and types are checked all the same
+    return [name for name in suite.method_config if name not in methods]
+
+
 def method_config(name: str, overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     cls = METHODS.get(name)
     cfg = build_config(cls.Config, overrides.get(name, {}), f"method_config.{name}")
@@ -46,9 +57,7 @@ def method_config(name: str, overrides: Mapping[str, Mapping[str, Any]]) -> dict
 def expand(suite: SuiteSpec) -> list[RunSpec]:
     """Every (seed, dataset, backbone, method) run, seed-major so that whole comparisons finish early."""
     methods = resolve_methods(suite.methods)
-    for name in suite.method_config:
-        if name not in methods:
-            raise SpecError(f"method_config names {name!r}, which is not among the suite's methods {methods}")
+    unselected_configs(suite)  # a name that is no method is an error
     for name in suite.datasets:
         check_name(name)
     for name in suite.backbones:
@@ -97,6 +106,9 @@ def preflight(
 
     datasets = {name: build_dataset(name, data_root) for name in dict.fromkeys(r.dataset for r in runs)}
     classes = {name: data.info.num_classes for name, data in datasets.items()}
+    for r in runs:  # an image cache that cannot fit is refused with its size
+        interpolation = data_config(backbone_info(r.backbone).arch)["interp"]
+        check_room(datasets[r.dataset], r.train.resolution, r.train.resize, interpolation)
     for r in runs:  # unreadable images are named now, not after hours of other runs
         interpolation = data_config(backbone_info(r.backbone).arch)["interp"]
         progress = reporter.counter(f"caching {r.dataset} at {r.train.resolution} px") if reporter else None

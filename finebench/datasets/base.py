@@ -78,10 +78,14 @@ class ImageSet:
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
     """--data-root, then $FINEBENCH_DATA, then the user cache dir."""
     if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("FINEBENCH_DATA"):
-        return Path(os.environ["FINEBENCH_DATA"]).expanduser()
-    return cache_dir() / "data"
+        root, where = Path(explicit).expanduser(), "--data-root"
+    elif os.environ.get("FINEBENCH_DATA"):
+        root, where = Path(os.environ["FINEBENCH_DATA"]).expanduser(), "FINEBENCH_DATA"
+    else:
+        return cache_dir() / "data"
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"{where} {root} is a file, not a folder; give the folder that holds the datasets")
+    return root
 
 
 def cache_dir() -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,18 +29,21 @@ def cache_key(data: ImageSet, resolution: int, resize: str, interpolation: str) 
 
 
 def decode_all(
-    data: ImageSet, resolution: int, resize: str, interpolation: str, progress=None
+    data: ImageSet, resolution: int, resize: str, interpolation: str, progress=None, every: bool = False
 ) -> tuple[np.ndarray, dict[int, str]]:
     """All images decoded in parallel threads; returns the array and {index: reason} of the items that could not
-    be read (left black in the array)."""
+    be read (left black in the array). A file that is not the official one (checksum) raises, unless `every`
+    (`bench verify`), which lists it with the others."""
     out = np.zeros((len(data), 3, resolution, resolution), dtype=np.uint8)  # channel-first: batches need no transpose
     bad: dict[int, str] = {}
 
     def work(i: int) -> None:
         try:
             out[i] = data.read(i, resolution, resize, interpolation).transpose(2, 0, 1)
-        except DatasetError:
-            raise  # a checksum mismatch: the copy is not the official one, never skipped
+        except DatasetError as e:
+            if not every:
+                raise  # a checksum mismatch: the copy is not the official one, never skipped
+            bad[i] = str(e)
         except Exception as e:  # noqa: BLE001 - PIL raises many types for truncated or foreign files
             bad[i] = f"{type(e).__name__}: {e}"
 
@@ -61,6 +65,47 @@ def bad_images_message(data: ImageSet, bad: dict[int, str]) -> str:
     )
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can give now (Linux MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def cache_path(data: ImageSet, resolution: int, resize: str, key: str, root: Path | None = None) -> Path:
+    safe = data.info.name.replace(":", "_").replace("/", "_")
+    return (root or cache_dir() / "images") / f"{safe}-{resolution}-{resize}-{key}.npy"
+
+
+def check_room(data: ImageSet, resolution: int, resize: str, interpolation: str, root: Path | None = None) -> None:
+    """Refuse, before any work, an image cache that cannot fit: it is built in memory (N x 3 x R x R bytes) and,
+    for cacheable datasets, written to the cache folder. A cache already on disk needs neither."""
+    if data.cacheable and cache_path(data, resolution, resize, cache_key(data, resolution, resize, interpolation),
+                                     root).exists():  # fmt: skip
+        return
+    need = len(data) * 3 * resolution * resolution
+    gib = need / 2**30
+    memory = available_memory()
+    if memory is not None and need > 0.8 * memory:
+        raise ValueError(
+            f"resolution {resolution} px: {data.info.name}'s {len(data):,} images need {gib:,.1f} GiB of memory as "
+            f"an image cache, more than this machine has free ({memory / 2**30:,.1f} GiB); use a lower --resolution"
+        )
+    folder = root or cache_dir() / "images"
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if data.cacheable and probe is not None:
+        free = shutil.disk_usage(probe).free
+        if need > free:
+            raise ValueError(
+                f"resolution {resolution} px: the image cache of {data.info.name} needs {gib:,.1f} GiB on disk in "
+                f"{folder}, which has {free / 2**30:,.1f} GiB free; use a lower --resolution or set FINEBENCH_CACHE"
+            )
+
+
 def cached_images(
     data: ImageSet,
     resolution: int,
@@ -79,8 +124,7 @@ def cached_images(
         if not data.cacheable:
             arr, bad = decode_all(data, resolution, resize, interpolation, progress)
         else:
-            safe = data.info.name.replace(":", "_").replace("/", "_")
-            path = (root or cache_dir() / "images") / f"{safe}-{resolution}-{resize}-{key}.npy"
+            path = cache_path(data, resolution, resize, key, root)
             bad_path = path.with_suffix(".bad.json")
             if path.exists() and bad_path.exists() and repaired(data, bad_path, resolution, resize, interpolation):
                 path.unlink()  # an image listed as unreadable reads now (re-fetched): rebuild the cache

@@ -59,6 +59,8 @@ def write_report(
     keeps the figures as PNG only."""
     if fmt not in FORMATS:
         raise ValueError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the report (it is created when missing)")
     report = Report(pdf=pdf)
     records = list(ResultStore(results).records(report.errors))
     runs = runs_frame(records, target)
@@ -74,9 +76,16 @@ def write_report(
                 raise ValueError(f"--{column}s {unknown}: not in the records; they hold {sorted(set(runs[column]))}")
             runs = runs[runs[column].isin(wanted)]
     if methods:
+        names = set(runs["method_name"]) | set(runs["method"])
+        missing = [m for m in methods if m not in names]
+        if missing:
+            import difflib
+
+            close = difflib.get_close_matches(missing[0], sorted(names), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"--methods {missing[0]!r}: no such runs in the records{hint} They hold: "
+                             f"{', '.join(sorted(set(runs['method_name'])))}")  # fmt: skip
         keep = runs["method_name"].isin(methods) | runs["method"].isin(methods) | (runs["method_name"] == TEACHER)
-        if not keep.any():
-            raise ValueError(f"--methods {methods}: no such runs; the records hold {sorted(set(runs['method']))}")
         runs = runs[keep]
     report.runs = len(runs)
     known = set(runs["method"]) | set(runs["method_name"])  # a row label, or a method with one row per table

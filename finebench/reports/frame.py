@@ -115,6 +115,7 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "setting": (int(cfg.get("freeze_stages", 0)), bool(cfg.get("freeze_bn", False))),
         "teacher_run": r.sources.get("teacher"),
         "teacher_val": math.nan,  # filled in by runs_frame when the teacher's record is in the store
+        "teacher_label": None,  # the label of that teacher's row (runs_frame)
         "note": method_note(r.spec["method"], cfg),  # a method's word on this configuration (the paper's ablation)
         "images": predictions.decode(r.best.get("test_predictions")),  # per-image test results (newer records)
     }
@@ -134,15 +135,17 @@ def runs_frame(records: Iterable[RunRecord], target: float | None = None) -> pd.
         row = run_row(r, target)
         rows.append(row)
         teacher = by_id.get(r.sources.get("teacher", ""))
-        if teacher is not None:
-            row["teacher_val"] = teacher.best["val"]["top1"]
-        if teacher is None or (row["dataset"], row["backbone"], row["budget"], teacher.run_id) in teachers:
+        if teacher is None:
             continue
-        teachers.add((row["dataset"], row["backbone"], row["budget"], teacher.run_id))
         t = run_row(teacher, target)
         weights = teacher.spec["train"].get("weights", "default")
         differs = weights != r.spec["train"].get("weights", "default")  # the student's weights are the default
         label = f"teacher: {t['method']} ({t['backbone']}" + (f", weights={weights})" if differs else ")")
+        row["teacher_val"] = teacher.best["val"]["top1"]
+        row["teacher_label"] = label  # which teacher row this student's distillation is from
+        if (row["dataset"], row["backbone"], row["budget"], teacher.run_id) in teachers:
+            continue
+        teachers.add((row["dataset"], row["backbone"], row["budget"], teacher.run_id))
         group = {k: row[k] for k in ("dataset", "backbone", "budget")}
         if r.spec["train"].get("split_seed") == "seed":  # one teacher per split: each row is its split's, by seed
             group["seed"] = teacher.dataset.get("split_seed", r.spec["seed"])

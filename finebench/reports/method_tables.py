@@ -200,16 +200,15 @@ def distillation_table(summary) -> str:
     order = [("cut-full", "student"), ("kd", "KD"), ("attention-transfer", "AT"), ("at+kd", "AT+KD")]
     lines = []
     for (dataset, backbone, _), group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
-        teacher = group[group["method"].str.startswith("teacher:")]
-        if teacher.empty:
-            continue
-        cells = []
-        for m, _ in order:
-            g = pick(group, m)
-            weak = g is not None and g.get("weak_teacher") is not None
-            cells.append("—" if g is None else err(g) + (" †" if weak else ""))
-        t = teacher.iloc[0]
-        lines.append(f"| {dataset} · {backbone} | " + " | ".join(cells) + f" | {err(t)} ({t['method'][9:]}) |")
+        # one line per teacher: rows distilled from different teachers never share a line
+        for _, t in group[group["method"].str.startswith("teacher:")].iterrows():
+            students = group[(group["teacher_label"] == t["method"]) | (group["method_name"] == "cut-full")]
+            cells = []
+            for m, _ in order:
+                g = pick(students, m)
+                weak = g is not None and g.get("weak_teacher") is not None
+                cells.append("—" if g is None else err(g) + (" †" if weak else ""))
+            lines.append(f"| {dataset} · {backbone} | " + " | ".join(cells) + f" | {err(t)} ({t['method'][9:]}) |")
     if not lines:
         return ""
     head = [
