@@ -174,6 +174,8 @@ def add_report(sub) -> None:
     p.add_argument("--baseline", default="cut-full", help="the row every method is tested against (default cut-full)")
     p.add_argument("--target", type=float, help="add the time to reach this val top-1 (%%), e.g. 85")
     p.add_argument("--no-pdf", action="store_true", help="figures as PNG only (default: PNG and PDF)")
+    p.add_argument("--wide", action="store_true", help="every column in the main tables (default: a compact table "
+                   "for one column of a paper, the details in a note; the CSV always has every column)")  # fmt: skip
     p.add_argument(
         "--metric",
         default="top1",
@@ -189,7 +191,8 @@ def cmd_report(args) -> int:
         return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
     report = write_report(Path(args.results), Path(args.out), args.format, split(args.methods), split(args.datasets),
-                          split(args.backbones), args.baseline, args.target, args.metric, not args.no_pdf)  # fmt: skip
+                          split(args.backbones), args.baseline, args.target, args.metric, not args.no_pdf,
+                          args.wide)  # fmt: skip
     for err in report.errors:
         print(f"warning: skipped damaged record {err} (`bench run` moves it aside and trains that run again)",
               file=sys.stderr)  # fmt: skip

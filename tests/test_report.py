@@ -3,6 +3,7 @@ import statistics
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from finebench.reports import write_report
@@ -31,7 +32,7 @@ def test_mean_std_n_per_method():
 
 def test_markdown_table_rows_and_values():
     recs = [make_record("cut-full", s, v) for s, v in enumerate([80.0, 82.0])] + [make_record("cut-fc", 0, 55.0)]
-    md = markdown(summary_of(recs))
+    md = markdown(summary_of(recs), wide=True)
     assert "| method | n | test top-1 (%) | 95 % CI (seeds) | Δ vs baseline (seeds) | 95 % CI (test images) |" in md
     assert "| cut-full | 2 | **81.0 ± 1.4** | [68.3, 93.7] | baseline | — | baseline | 90.0 ± 0.0 |" in md
     assert "| cut-fc | 1 | 55.0 | — | no test (n=1) | — | — | 90.0 |" in md  # one seed: no std, no interval, no test
@@ -41,13 +42,13 @@ def test_markdown_table_rows_and_values():
 
 def test_different_budgets_are_never_mixed():
     recs = [make_record("cut-fc", 0, 50.0, epochs=5), make_record("cut-fc", 0, 70.0, epochs=10)]
-    md = markdown(summary_of(recs))
+    md = markdown(summary_of(recs), wide=True)
     assert md.count("### ") == 2 and "5 epochs" in md and "10 epochs" in md
 
 
 def test_latex_escapes_and_uses_booktabs():
     assert tex_escape("cut_fc 50% & #1") == r"cut\_fc 50\% \& \#1"
-    tex = latex(summary_of([make_record("my_method", 0, 50.0, dataset="synthetic:4x20")]))
+    tex = latex(summary_of([make_record("my_method", 0, 50.0, dataset="synthetic:4x20")]), wide=True)
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"my\_method &" in tex and r"test top-1 (\%)" in tex
     assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
@@ -60,7 +61,7 @@ def test_write_report_from_store(tmp_path):
     for s, v in enumerate([40.0, 44.0]):
         store.append(make_record("cut-last", s, v))
     (store.runs / "junk.json").write_text("not json")
-    report = write_report(tmp_path / "results", tmp_path / "reports", "both")
+    report = write_report(tmp_path / "results", tmp_path / "reports", "both", wide=True)
     assert report.runs == 2 and len(report.errors) == 1
     assert (tmp_path / "reports" / "results.md").read_text().count("| cut-last | 2 | **42.0 ± 2.8**") == 1
     assert (tmp_path / "reports" / "results.tex").exists()
@@ -82,7 +83,7 @@ def test_method_settings_get_their_own_rows_and_commits_are_flagged():
     b = make_record("cut-full", 0, 50.0, run_id="other")
     b.spec["method_config"] = {"freeze_bn": True}
     b.env["commit"] = "abcdef1234567"
-    md = markdown(summary_of([a, b]))
+    md = markdown(summary_of([a, b]), wide=True)
     assert "| cut-full | 1 | **80.0** |" in md and "| cut-full (freeze_bn=True) | 1 | 50.0 |" in md
     assert "WARNING: runs from different code commits" in md
 
@@ -99,7 +100,7 @@ def test_teacher_rows_join_their_students_table_once_and_teachers_with_other_wei
     teacher_b = make_record("cut-full", 0, 80.0, run_id="teacher-b")
     teacher_b.spec["backbone"] = "big_net"
     teacher_b.spec["train"] = dict(teacher_b.spec["train"], weights="random")  # another teacher, same seed
-    md = markdown(summary_of([*student, teacher, other, teacher_b]))
+    md = markdown(summary_of([*student, teacher, other, teacher_b]), wide=True)
     table = next(t for t in md.split("### ") if t.startswith("synthetic · test_resnet"))
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     names = [r.split("|")[1].strip() for r in rows]
@@ -132,17 +133,16 @@ def test_paired_tests_against_the_baseline_with_holm_and_bold_best():
     lo, hi = s.loc["kd", "ci"]
     half = stats.t.ppf(0.975, 3) * statistics.stdev(kd) / 2
     assert (lo, hi) == pytest.approx((statistics.mean(kd) - half, statistics.mean(kd) + half))
-    md = markdown(summary_of(recs))
+    md = markdown(summary_of(recs), wide=True)
     assert f"| kd | 4 | **{statistics.mean(kd):.1f} ± {statistics.stdev(kd):.1f}** |" in md  # best in bold
     assert f"+{statistics.mean(kd) - statistics.mean(base):.1f} (p={adjusted[1]:.3f}) |" in md
     assert f"(p={adjusted[0]:.3f}) n.s. |" in md  # not significant: marked
     assert "paired-t test, Holm-corrected" in md
-    tex = latex(summary_of(recs))
+    tex = latex(summary_of(recs), wide=True)
     assert r"\textbf{" in tex and r"$\Delta$ vs baseline" in tex and "Δ" not in tex and "≥" not in tex
 
 
 def test_csv_filters_and_cost_columns(tmp_path):
-    import pandas as pd
 
     store = ResultStore(tmp_path / "results")
     for s in (0, 1):
@@ -153,7 +153,7 @@ def test_csv_filters_and_cost_columns(tmp_path):
         kd.cost.update(samples=1000, train_flops_estimate=3e12, charges={"teacher:cut-full": {"samples": 1000,
                        "flops": 6e12, "seconds": 50.0}})  # fmt: skip
         store.append(kd)
-    report = write_report(tmp_path / "results", tmp_path / "rep")
+    report = write_report(tmp_path / "results", tmp_path / "rep", wide=True)
     summary = pd.read_csv(tmp_path / "rep" / "results.csv").set_index("method")
     assert (
         summary.loc["kd", "flops_total_mean"] == pytest.approx(9e12) and summary.loc["kd", "samples_total_mean"] == 2000
@@ -203,13 +203,13 @@ def test_time_to_target_counts_seeds_that_reach_it(tmp_path):
         r.epochs = [{"epoch": e + 1, "elapsed": 10.0 * (e + 1), "val": {"top1": v}} for e, v in enumerate(curve)]
         r.cost["charged_seconds"] = 1.0
         store.append(r)
-    report = write_report(tmp_path / "results", tmp_path / "rep", "md", target=85)
+    report = write_report(tmp_path / "results", tmp_path / "rep", "md", target=85, wide=True)
     header = [c.strip() for c in report.markdown.splitlines()[2].split("|")]
     row = [c.strip() for c in report.markdown.splitlines()[4].split("|")]
     at = header.index("time to 85 % val (s)")
     assert header[at - 1] == "time to best (s)"
     assert row[at] == "26.0 ± 7.1 (2/3 seeds)"  # seeds 0 and 1 reach 85 at 31 s and 21 s; seed 2 never
-    plain = write_report(tmp_path / "results", tmp_path / "rep2", "md")
+    plain = write_report(tmp_path / "results", tmp_path / "rep2", "md", wide=True)
     assert "time to 85" not in plain.markdown
 
 
@@ -298,7 +298,7 @@ def test_latex_rows_match_the_column_spec():
     recs = [make_record("cut-full", s, 80.0 + s) for s in range(3)] + [
         make_record("my_net%", s, 70.0) for s in range(3)
     ]
-    tex = latex(summary_of(recs))
+    tex = latex(summary_of(recs), wide=True)
     spec = re.search(r"\\begin\{tabular\}\{(l+r*)\}", tex).group(1)
     body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
     header = tex.split(r"\toprule")[1].split(r"\midrule")[0].strip()
@@ -317,7 +317,7 @@ def test_latex_report_compiles_standalone(tmp_path):
         store.append(make_record("my_method 50% & #1", seed, c))
     write_report(tmp_path / "results", tmp_path / "rep", "tex")
     doc = tmp_path / "rep" / "doc.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
+    doc.write_text("\\documentclass[twocolumn]{article}\n\\usepackage{booktabs,graphicx,array}\n\\begin{document}\n"
                    "\\input{results.tex}\n\\end{document}\n")  # fmt: skip
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=doc.parent,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -374,14 +374,14 @@ def test_metric_chooses_what_the_table_leads_with_tests_and_bolds():
         recs.append(make_record("cut-full", seed, 80.0 + seed, top3=90.0 + seed))
         recs.append(make_record("cut-fc", seed, 70.0 + seed, top3=95.0 + seed * 1.5))  # worse top-1, better top-3
     top3 = summarize(runs_frame(recs), metric="top3")
-    md = markdown(top3)
+    md = markdown(top3, wide=True)
     header = next(line for line in md.splitlines() if line.startswith("| method"))
     assert header.startswith("| method | n | test top-3 (%) | 95 % CI (seeds) | Δ vs baseline (seeds) | 95 % CI (test")
     row = next(line for line in md.splitlines() if line.startswith("| cut-fc "))
     assert "**96.5 ± 1.5**" in row and "| +5.5 (p=" in row  # top-3 differences 5, 5.5, 6 over the seeds
     lo, hi = top3.set_index("method").loc["cut-fc", "ci"]
     assert lo < 96.5 < hi and "mean paired difference of test top-3" in md
-    top1 = markdown(summarize(runs_frame(recs)))
+    top1 = markdown(summarize(runs_frame(recs)), wide=True)
     assert "**81.0 ± 1.0**" in next(line for line in top1.splitlines() if line.startswith("| cut-full "))
     with pytest.raises(ValueError, match="metric 'top5' is not one of top1, top3, mean_class"):
         summarize(runs_frame(recs), metric="top5")
@@ -420,7 +420,7 @@ def test_test_image_intervals_and_paired_tests_and_rows_that_train_nothing():
     assert summary.loc["cut-last", "pairs"] == 1  # seed 1 only: seed 0 ran on another split
     base_seed1 = next(r for r in recs if r.spec["method"] == "cut-full" and r.spec["seed"] == 1)
     assert summary.loc["cut-last", "images_delta"] == pytest.approx(100 - base_seed1.best["test"]["top1"])
-    md = markdown(full)
+    md = markdown(full, wide=True)
     assert "not tested (no model of its own)" in md and "95 % CI (test images): stratified bootstrap" in md
     # the compact encoding round-trips
     data = decode(encode([3, 0, 65535], [3, 1, 2], [True, False, True]))
@@ -447,11 +447,11 @@ def test_a_teacher_weaker_than_the_students_own_baseline_is_marked():
     for r in at:
         r.spec["method_config"] = {"freeze_stages": 2, "freeze_bn": True}
     summary = summary_of([*recs, *frozen, weak, *kd, *at])
-    md = markdown(summary)
+    md = markdown(summary, wide=True)
     assert "| kd † |" in md and "† kd: its teacher is weaker on val than the student's own baseline (76.0 vs 81.0" in md
     assert "| attention-transfer (freeze_bn=True, freeze_stages=2) |" in md  # 76.0 > 71.0 of its own baseline
     assert "79.0 ± 0.0 †" not in distillation_table(summary) and "21.0 ± 0.0 †" in distillation_table(summary)
-    assert r"kd \dag{}" in latex(summary)
+    assert r"kd \dag{}" in latex(summary, wide=True)
 
 
 def test_a_methods_note_labels_its_row():
@@ -459,7 +459,7 @@ def test_a_methods_note_labels_its_row():
     fa = make_record("filter-attention", 0, 70.0)
     fa.spec["method_config"] = {"penalty": "none", "lam": 0.0}
     fa.extras["variant"] = "the paper's ablation: attention without a penalty"
-    md = markdown(summary_of([*recs, fa]))
+    md = markdown(summary_of([*recs, fa]), wide=True)
     assert "| filter-attention (lam=0.0, penalty=none) [the paper's ablation: attention without a penalty] |" in md
 
 
@@ -496,3 +496,38 @@ def test_distillation_table_finds_the_rows_of_the_papers_cub_setting():
     table = distillation_table(summary_of([base, at, teacher]))
     teacher_cell = "26.5 (cut-full (freeze_bn=True, freeze_stages=2) (resnet34))"
     assert f"| synthetic · test_resnet | 28.5 | — | 27.0 | — | {teacher_cell} |" in table
+
+
+def test_compact_table_is_the_default_and_fits_one_column(tmp_path):
+    """The default table: n, test top-1 with its interval, Δ (p), epochs, time, FLOPs; a short caption and the
+    details in a note below; the wide table has every column. In LaTeX it has a \\label, booktabs rules, and fits a
+    column of a two-column article (no overfull box) with a long method label."""
+    store = ResultStore(tmp_path / "results")
+    for seed, (a, b, c) in enumerate([(80.0, 70.0, 75.0), (82.0, 71.0, 77.0), (81.0, 69.0, 74.0)]):
+        store.append(make_record("cut-full", seed, a))
+        store.append(make_record("cut-fc", seed, b))
+        r = make_record("filter-attention", seed, c)
+        r.spec["method_config"] = {"lam": 0.0, "penalty": "none"}
+        store.append(r)
+    write_report(tmp_path / "results", tmp_path / "rep", "all", pdf=False)
+    md = (tmp_path / "rep" / "results.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert header == "| method | n | test top-1 (%) | 95 % CI | Δ (p) | epochs | time (s) | train FLOPs |"
+    assert "\nNote: " in md and "paired-t" in md.split("\nNote: ")[1]  # the details below the table
+    assert "| cut-full | 3 | **81.0** | 78.5–83.5 | baseline |" in md  # the best, in bold
+    tex = (tmp_path / "rep" / "results.tex").read_text()
+    assert r"\label{tab:finebench-synthetic-test-resnet-" in tex and r"\toprule" in tex and "resizebox" not in tex
+    wide = write_report(tmp_path / "results", tmp_path / "wide", "md", pdf=False, wide=True).markdown
+    assert "| 95 % CI (seeds) |" in wide and "| test top-3 (%) |" in wide
+    csv = pd.read_csv(tmp_path / "rep" / "results.csv")
+    assert {"test_top3_mean", "own_seconds_mean", "test_top1_ci_low"} <= set(csv.columns)  # every column in CSV
+    if shutil.which("pdflatex"):
+        doc = tmp_path / "rep" / "doc.tex"
+        text = " ".join(["Words that fill a column of a two-column paper."] * 30)
+        doc.write_text(f"\\documentclass[twocolumn]{{article}}\n\\usepackage{{booktabs,graphicx,array}}\n"
+                       f"\\begin{{document}}\n{text}\n\\input{{results.tex}}\n{text}\n\\end{{document}}\n")  # fmt: skip
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=doc.parent,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:]
+        log = (tmp_path / "rep" / "doc.log").read_text()
+        assert "Overfull \\hbox" not in log, log[log.index("Overfull") : log.index("Overfull") + 300]

@@ -52,11 +52,12 @@ def write_report(
     target: float | None = None,
     metric: str = "top1",
     pdf: bool = True,
+    wide: bool = False,
 ) -> Report:
     """Tables (Markdown, LaTeX, CSV) and figures from the records in `results`; optional filters keep only the
     named methods (by name or by row label), datasets and backbones; `target` adds the time to that val top-1 (%);
     `metric` (top1, top3, mean_class) is the test metric the tables lead with, test on and bold; `pdf=False`
-    keeps the figures as PNG only."""
+    keeps the figures as PNG only; `wide` writes every column in the main tables (the CSV always has them)."""
     if fmt not in FORMATS:
         raise ValueError(f"report format {fmt!r} is not one of {', '.join(FORMATS)}")
     if Path(out).exists() and not Path(out).is_dir():
@@ -93,7 +94,7 @@ def write_report(
         raise ValueError(f"--baseline {baseline!r} is not a row of these runs; rows: {sorted(set(runs['method']))}")
     summary = summarize(runs, baseline, metric)
     out.mkdir(parents=True, exist_ok=True)
-    report.markdown = markdown(summary)
+    report.markdown = markdown(summary, wide)
     shown = set(zip(runs["dataset"], runs["backbone"], strict=True))
     labels = set(runs["method"])
     kept = [r for r in records if (r.spec["dataset"], r.spec["backbone"]) in shown
@@ -109,7 +110,7 @@ def write_report(
         (out / "results.md").write_text("# finebench results\n\n" + report.markdown + figures)
         report.written.append(out / "results.md")
     if fmt in ("tex", "both", "all"):
-        (out / "results.tex").write_text(latex(summary))
+        (out / "results.tex").write_text(latex(summary, wide))
         report.written.append(out / "results.tex")
     if fmt in ("csv", "all"):
         csv_frame(summary).to_csv(out / "results.csv", index=False)

@@ -59,6 +59,30 @@ COLUMNS = (
 )
 
 
+def compact_columns(summary: pd.DataFrame, group: pd.DataFrame) -> tuple[Column, ...]:
+    """The default table, narrow enough for one column of a two-column paper: n, the chosen metric (mean ± std over
+    seeds) with its 95 % interval and its Δ and p against the baseline (over test images where the records hold
+    per-image results, else over seeds), epochs to best, time and training FLOPs, both with charged phases."""
+    key, label = PRIMARY[summary.attrs.get("metric", "top1")]
+    images = group["ci_images"].notna().any()
+    target = summary.attrs.get("target")
+    extra = (
+        ()
+        if target is None
+        else (Column(f"time to {target:g} % val (s)", f"to {target:g}\\,\\%", "seconds_to_target", "target"),)
+    )
+    return (
+        Column("n", "$n$", "n", "n"),
+        Column(f"{label} (%)", tex_escape(label), key, "pct"),
+        Column("95 % CI", r"95\,\% CI", key, "ci_images" if images else "ci"),
+        Column("Δ (p)", r"$\Delta$ ($p$)", key, "sig_images" if images else "sig"),
+        Column("epochs", "ep.", "best_epoch", "num"),
+        Column("time (s)", "s", "total_seconds", "sec"),
+        *extra,
+        Column("train FLOPs", "FLOPs", "flops_total", "flops"),
+    )
+
+
 def columns(summary: pd.DataFrame) -> tuple[Column, ...]:
     """The table's columns: COLUMNS with the chosen metric first (its interval and test beside it), plus time to
     the target val accuracy when the report was asked for one."""
@@ -200,6 +224,60 @@ def caption(group: pd.DataFrame, metric: str = "top1") -> str:
     return text + f" · bold (best): {label}"
 
 
+def short_caption(group: pd.DataFrame, metric: str = "top1") -> str:
+    first = group.iloc[0]
+    label = PRIMARY[metric][1]
+    seeds = sorted({s for v in group["seeds"] for s in v.split(",")}, key=int)
+    images = group["ci_images"].notna().any()
+    over = "test images" if images else "seeds"
+    return (
+        f"{first['dataset']} · {first['backbone']} · {int(first['epochs'])} epochs at {int(first['resolution'])} px "
+        f"· {first['arithmetic']} · {len(seeds)} seed(s). {label} (%) at the best-val epoch, mean over seeds; "
+        f"95 % CI and Δ (Holm-corrected p) vs {first['baseline']} over {over}; mean epochs to best, time (s) and "
+        "training FLOPs with charged phases."
+    )
+
+
+UNTESTED_SHORT = "n/a"
+
+
+def compact_cell(row: pd.Series, col: Column) -> str:
+    """A compact table's cell: means (the spread over seeds is in the wide table and the CSV; the interval beside the
+    accuracy is the one to read), the interval as low–high, Δ with
+    its Holm p (significance: p < 0.05, said in the note), and `n/a` for an untested row."""
+    if col.kind in ("num", "sec", "pct"):
+        mean = row[f"{col.metric}_mean"]
+        return f"{mean:.0f}" if col.kind == "sec" else f"{mean:.1f}"
+    if col.kind in ("ci", "ci_images"):
+        ci = row["ci"] if col.kind == "ci" else row.get("ci_images")
+        return "—" if ci is None else f"{ci[0]:.1f}–{ci[1]:.1f}"
+    if col.kind == "flops":
+        return human_flops(row[f"{col.metric}_mean"]).replace("FLOP", "").strip()  # the header says FLOPs
+    if col.kind in ("sig", "sig_images"):
+        text = cell(row, col, "±")
+        if text.startswith("not tested"):
+            return UNTESTED_SHORT
+        delta, p = (row["delta"], row["p_holm"]) if col.kind == "sig" else (row["images_delta"], row["images_p_holm"])
+        if text.startswith(("baseline", "—", "no test")) or p is None:
+            return text
+        return f"{delta:+.1f} ({'<.001' if p < 0.001 else f'{p:.3f}'.lstrip('0')})"
+    return cell(row, col, "±")
+
+
+def compact_note(group: pd.DataFrame, metric: str = "top1") -> str:
+    """What the short caption leaves out: the full caption, and each row's note on its configuration."""
+    notes = [f"{row['method']}: {row['note']}" for _, row in group.iterrows() if isinstance(row.get("note"), str)]
+    notes += [f"{UNTESTED_SHORT}: {row['method']} has no model of its own (it is its source's), so it is not tested"
+              for _, row in group.iterrows() if not row.get("trained", True)]  # fmt: skip
+    return "Note: " + caption(group, metric) + ("" if not notes else " · " + " · ".join(notes))
+
+
+def table_label(group: pd.DataFrame) -> str:
+    first = group.iloc[0]
+    raw = f"finebench-{first['dataset']}-{first['backbone']}-{first['budget']}"
+    return "tab:" + "".join(ch if ch.isalnum() or ch in "-" else "-" for ch in raw)
+
+
 def tex_escape(text: str) -> str:
     table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
              "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
@@ -217,48 +295,63 @@ def groups(summary: pd.DataFrame):
         yield group
 
 
-def markdown(summary: pd.DataFrame) -> str:
+def markdown(summary: pd.DataFrame, wide: bool = False) -> str:
+    """One table per (dataset, backbone, budget): compact by default (a short caption, the details in a note below),
+    every column with `wide`."""
     parts = []
+    metric = summary.attrs.get("metric", "top1")
     for group in groups(summary):
-        lines = [f"### {caption(group, summary.attrs.get('metric', 'top1'))}", ""]
-        cols = columns(summary)
+        cols = columns(summary) if wide else compact_columns(summary, group)
+        title = caption(group, metric) if wide else short_caption(group, metric)
+        lines = [f"### {title}", ""]
         lines.append("| method | " + " | ".join(c.header for c in cols) + " |")
         lines.append("|---|" + "|".join("---:" for _ in cols) + "|")
         for _, row in group.iterrows():
-            cells = [cell(row, c, "±") for c in cols]
+            cells = [cell(row, c, "±") if wide else compact_cell(row, c) for c in cols]
             cells = [f"**{t}**" if row["best"] and is_primary(summary, c) else t
                      for t, c in zip(cells, cols, strict=True)]  # fmt: skip
-            lines.append(f"| {row_label(row)} | " + " | ".join(cells) + " |")
-        notes = footnotes(group)
+            name = row_label(row) if wide else row["method"] + (f" {WEAK}" if row.get("weak_teacher") else "")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        notes = footnotes(group) + ([] if wide else [compact_note(group, metric)])
         parts.append("\n".join(lines + ([""] + notes if notes else [])))
     return "\n\n".join(parts) + "\n"
 
 
-def latex(summary: pd.DataFrame) -> str:
+def latex(summary: pd.DataFrame, wide: bool = False) -> str:
+    """booktabs tables, each with a \\label. Compact (default): a one-column float in footnotesize with a short
+    caption and the details in a note below it; `wide`: every column in a page-wide float."""
     parts = []
+    metric = summary.attrs.get("metric", "top1")
     for group in groups(summary):
-        cols = columns(summary)
-        spec = "l" + "r" * len(cols)
+        cols = columns(summary) if wide else compact_columns(summary, group)
+        env = "table*" if wide else "table"
+        title = caption(group, metric) if wide else short_caption(group, metric)
         lines = [
-            r"\begin{table}[t]",
+            rf"\begin{{{env}}}[t]",
             r"\centering",
-            r"\caption{" + tex_text(caption(group, summary.attrs.get("metric", "top1"))) + "}",
-            r"\resizebox{\linewidth}{!}{%",
-            r"\begin{tabular}{" + spec + "}",
+            r"\caption{" + tex_text(title) + "}",
+            r"\label{" + table_label(group) + "}",
+        ]
+        lines += [r"\resizebox{\textwidth}{!}{%"] if wide else [r"\scriptsize", r"\setlength{\tabcolsep}{1.2pt}"]
+        first = "l" if wide else r">{\raggedright\arraybackslash}p{0.23\columnwidth}"  # long labels wrap
+        lines += [
+            r"\begin{tabular}{" + first + "r" * len(cols) + "}",
             r"\toprule",
             "method & " + " & ".join(c.tex_header for c in cols) + r" \\",
             r"\midrule",
         ]
         for _, row in group.iterrows():
-            cells = [tex_text(cell(row, c, "±")) for c in cols]
+            cells = [tex_text(cell(row, c, "±") if wide else compact_cell(row, c)) for c in cols]
             cells = [r"\textbf{" + t + "}" if row["best"] and is_primary(summary, c) else t
                      for t, c in zip(cells, cols, strict=True)]  # fmt: skip
-            lines.append(tex_text(row_label(row)) + " & " + " & ".join(cells) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}}"]
-        lines += [r"\par\smallskip{\footnotesize " + tex_text(note) + "}" for note in footnotes(group)]
-        lines += [r"\end{table}"]
+            name = row_label(row) if wide else row["method"] + (f" {WEAK}" if row.get("weak_teacher") else "")
+            lines.append(tex_text(name) + " & " + " & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}" + ("}" if wide else "")]
+        notes = footnotes(group) + ([] if wide else [compact_note(group, metric)])
+        lines += [r"\par\smallskip{\scriptsize " + tex_text(note) + "}" for note in notes]
+        lines += [rf"\end{{{env}}}"]
         parts.append("\n".join(lines))
-    preamble = "% generated by `bench report`; needs \\usepackage{booktabs,graphicx}\n"
+    preamble = "% generated by `bench report`; needs \\usepackage{booktabs,graphicx,array}\n"
     return preamble + "\n\n".join(parts) + "\n"
 
 
