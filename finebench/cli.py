@@ -185,7 +185,10 @@ def add_report(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from finebench.reports import write_report
+    from finebench.methods.catalogue import MethodCatalogue
+    from finebench.reports import catalogue, write_report
+
+    catalogue.use(MethodCatalogue())  # what reports know of methods, handed over here
 
     def split(v):
         return [x.strip() for x in v.split(",") if x.strip()] if v else None

@@ -28,3 +28,13 @@ def _cache_dir(tmp_path_factory):
     if not os.environ.get("FINEBENCH_CACHE"):
         os.environ["FINEBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _method_catalogue():
+    """Reports know methods through the catalogue the CLI installs; tests that call them directly get the same."""
+    from finebench.methods.catalogue import MethodCatalogue
+    from finebench.reports import catalogue
+
+    catalogue.use(MethodCatalogue())
+    yield

@@ -115,11 +115,11 @@ def tiny_distillation(name, prepare=True, **config):
     """A method instance with a prepared student and teacher (test_efficientnet <- test_resnet, random weights)."""
     from finebench.backbones import create_backbone
     from finebench.backbones.stages import stage_map
-    from finebench.benchmark.budget import BudgetMeter
     from finebench.benchmark.runner import build_method
     from finebench.benchmark.spec import build_suite
     from finebench.benchmark.suite import expand
     from finebench.methods import Context
+    from finebench.methods.cost import BudgetMeter
 
     suite = {"methods": name, "backbones": "test_efficientnet", "datasets": "synthetic:4x12", "resolution": 32,
              "weights": "random", "method_config": {name: {"teacher": "test_resnet", **config}}}  # fmt: skip
@@ -262,7 +262,7 @@ def test_teacher_is_trained_once_reused_and_charged_to_every_student(tmp_path):
         assert {"student blocks.3", "teacher layer3", "student blocks.4", "teacher layer4"} <= set(maps.files)
         assert 0.0 <= maps["student blocks.4"].min() and maps["student blocks.4"].max() <= 1.0
 
-    rep = bench("report", "--results", "res", "--out", "rep", cwd=tmp_path)
+    rep = bench("report", "--results", "res", "--out", "rep", "--wide", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     md = (tmp_path / "rep" / "results.md").read_text()
     table = md.split("### ")[2] if "test_efficientnet" in md.split("### ")[2] else md.split("### ")[1]
@@ -363,11 +363,11 @@ def test_gradient_at_term_is_not_negligible_against_ce_with_its_default_weight()
     must be of the order of CE's (with beta = 1000, as activation AT's default, it was about 1/1000 of it)."""
     from finebench.backbones import create_backbone
     from finebench.backbones.stages import stage_map
-    from finebench.benchmark.budget import BudgetMeter
     from finebench.benchmark.runner import build_method
     from finebench.benchmark.spec import build_suite
     from finebench.benchmark.suite import expand
     from finebench.methods import Context
+    from finebench.methods.cost import BudgetMeter
 
     x, y = real_batch()
     suite = {"methods": "attention-transfer", "backbones": "efficientnet_lite0", "datasets": "synthetic:4x12",

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from finebench.benchmark.budget import BudgetMeter, forward_flops
+from finebench.methods.cost import BudgetMeter, forward_flops
 
 
 def test_meter_counts_steps_samples_and_charges():
@@ -39,7 +39,7 @@ def test_step_flops_by_hand_counts_the_backward_that_runs():
     Training only the linear layer: its weight gradient (2*2048*5) and no gradient into the conv's output; training
     everything adds the linear's input gradient (2*2048*5) and the conv's weight gradient (2*27*8*256), but still no
     gradient for the image."""
-    from finebench.benchmark.budget import step_flops
+    from finebench.methods.cost import step_flops
 
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 16 * 16, 5))
     batch = (torch.zeros(2, 3, 16, 16), torch.tensor([0, 1]))
@@ -94,7 +94,7 @@ def test_grouped_and_depthwise_convolutions_backward_is_counted_as_grouped():
     weight gradient as if the conv were dense: 64x). A whole depthwise network's step then stays within 3x its
     forward, as for any CNN."""
     from finebench.backbones import create_backbone
-    from finebench.benchmark.budget import flop_counter, step_flops
+    from finebench.methods.cost import flop_counter, step_flops
 
     conv = nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)
     x = torch.randn(2, 64, 16, 16, requires_grad=True)

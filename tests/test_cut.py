@@ -6,11 +6,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from finebench.backbones import create_backbone
 from finebench.backbones.stages import stage_map
-from finebench.benchmark.budget import BudgetMeter
 from finebench.benchmark.runner import StepLoop, build_method
 from finebench.benchmark.spec import build_suite
 from finebench.benchmark.suite import expand
 from finebench.methods import Context
+from finebench.methods.cost import BudgetMeter
 
 
 def make_loop(method: str, backbone: str, **cfg):

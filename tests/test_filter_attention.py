@@ -157,10 +157,10 @@ def test_stats_rank_filters_and_count_amplified():
 
 def test_letters_become_stages_as_in_the_authors_code(tmp_path):
     from finebench.backbones.stages import stage_map
-    from finebench.benchmark.budget import BudgetMeter
     from finebench.benchmark.spec import build_suite
     from finebench.benchmark.suite import expand
     from finebench.methods import Context
+    from finebench.methods.cost import BudgetMeter
 
     layer = {"methods": "filter-attention", "datasets": "synthetic", "backbones": "test_resnet", "epochs": 6}
     spec = expand(build_suite({**layer, "weights": "random"}))[0]

@@ -162,7 +162,7 @@ def test_removed_cost_by_hand_counts_masked_and_whole_layers():
 
 
 def test_removed_cost_grows_with_the_share_pruned_on_a_real_backbone():
-    from finebench.benchmark.budget import forward_flops
+    from finebench.methods.cost import forward_flops
     from finebench.methods.pruning import Pruner, removed_cost
     from finebench.methods.ranking import lowest_fraction
 

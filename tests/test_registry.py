@@ -1,7 +1,7 @@
 import pytest
 
 from finebench.backbones import BACKBONES
-from finebench.benchmark.registry import Registry
+from finebench.core.registry import Registry
 from finebench.datasets import DATASETS
 from finebench.methods import METHODS
 

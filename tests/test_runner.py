@@ -67,9 +67,9 @@ def test_shared_optimizer_continues_across_stages():
 
     from finebench.backbones import create_backbone
     from finebench.backbones.stages import stage_map
-    from finebench.benchmark.budget import BudgetMeter
     from finebench.benchmark.runner import StepLoop, build_method
     from finebench.methods import Context
+    from finebench.methods.cost import BudgetMeter
 
     s = spec(methods="cut-full", optimizer="adam")
     model = create_backbone("test_resnet", 4, "random").model

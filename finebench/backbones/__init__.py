@@ -13,8 +13,8 @@ import timm
 from torch import nn
 
 from finebench.backbones.weights import SHIPPED, WeightsError, load_into, load_state_dict, map_in_order, shipped_path
-from finebench.benchmark.registry import Registry
-from finebench.datasets.base import sha256_file
+from finebench.core.hashing import sha256_file
+from finebench.core.registry import Registry
 
 BACKBONES = Registry("backbone")
 

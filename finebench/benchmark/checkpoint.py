@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from finebench.results.atomic import atomic_write
+from finebench.core.atomic import atomic_write
+from finebench.core.safeload import safe_load
 from finebench.results.faults import crash_point
-from finebench.results.safeload import safe_load
 from finebench.results.store import ResultStore
 
 FORMAT = 1

@@ -22,7 +22,6 @@ import torch
 from finebench.backbones import create_backbone
 from finebench.backbones.stages import stage_map
 from finebench.backbones.weights import load_state_dict
-from finebench.benchmark.budget import BudgetMeter, forward_flops, reset_peak_memory, step_flops
 from finebench.benchmark.checkpoint import Checkpoints, recorded, rng_state, set_rng_state
 from finebench.benchmark.data import Batches
 from finebench.benchmark.env import environment, git_commit
@@ -30,12 +29,13 @@ from finebench.benchmark.precision import FP32, Precision, cudnn_state, make_pre
 from finebench.benchmark.progress import Reporter, Stopwatch, epoch_line
 from finebench.benchmark.spec import RunSpec
 from finebench.benchmark.train import apply_modes, evaluate, lr_factor, make_optimizer, set_trainable, train_step
+from finebench.core.atomic import atomic_write
 from finebench.datasets import build_dataset
 from finebench.datasets.cache import cached_images
 from finebench.datasets.split import cap_per_class, make_split
 from finebench.methods import METHODS, Context, Method, Source, Stage
+from finebench.methods.cost import BudgetMeter, forward_flops, reset_peak_memory, step_flops
 from finebench.results import predictions
-from finebench.results.atomic import atomic_write
 from finebench.results.faults import crash_point
 from finebench.results.lock import RunLock
 from finebench.results.record import RunRecord

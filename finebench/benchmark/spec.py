@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from finebench.benchmark.presets import PRESETS
+from finebench.core.labels import LATER_FIELDS, identity_train, spec_label  # noqa: F401 - part of the spec's API
 
 SPEC_VERSION = 1
 
@@ -67,28 +68,6 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's forward (first steps slower while it compiles)
     cudnn: str = "benchmark"  # benchmark: cuDNN times its algorithms and keeps the fastest (not bit-reproducible);
     # deterministic: deterministic algorithms only (torch.use_deterministic_algorithms), slower. No effect on CPU.
-
-
-# Fields added after the first release: left out of the run id while they hold their default, so that the ids of
-# runs recorded before they existed stay valid.
-LATER_FIELDS: dict[str, Any] = {
-    "skip_bad_images": False,
-    "amp": "off",
-    "channels_last": False,
-    "compile": False,
-    "cudnn": "benchmark",
-}
-
-
-def spec_label(spec: Mapping[str, Any]) -> str:
-    """'method | dataset | backbone | seed N' of a run spec (or a recorded one, as a dict)."""
-    return f"{spec.get('method')} | {spec.get('dataset')} | {spec.get('backbone')} | seed {spec.get('seed')}"
-
-
-def identity_train(train: Mapping[str, Any]) -> dict[str, Any]:
-    """A (recorded) train config without the later fields that hold their default: what identifies a budget, the
-    same for a record written before those fields existed and one written after."""
-    return {k: v for k, v in train.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 def identity_config(method: str, config: Mapping[str, Any]) -> dict[str, Any]:

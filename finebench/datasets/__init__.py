@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from finebench.benchmark.registry import Registry
+from finebench.core.registry import Registry
 from finebench.datasets import cub200, flowers17, folder, inat, synthetic, torchvision_sets
 from finebench.datasets.base import DatasetError, DatasetInfo, ImageSet, data_root
 

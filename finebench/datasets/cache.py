@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finebench.core.atomic import atomic_write
 from finebench.datasets.base import DatasetError, ImageSet, cache_dir
-from finebench.results.atomic import atomic_write
 
 _MEMO: dict[str, tuple[np.ndarray, dict[int, str]]] = {}
 

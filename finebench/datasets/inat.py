@@ -21,9 +21,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from finebench.core.atomic import atomic_write
 from finebench.datasets.base import DatasetError, DatasetInfo, ImageSet, cache_dir
 from finebench.datasets.files import file_image_set, file_manifest
-from finebench.results.atomic import atomic_write
 
 BASE_URL = "https://ml-inat-competition-datasets.s3.amazonaws.com"
 LICENSE = "non-commercial research and education only; images may not be redistributed (iNaturalist terms)"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finebench.core.atomic import atomic_write
 from finebench.datasets.base import ImageSet
-from finebench.results.atomic import atomic_write
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,9 @@ from torch import Tensor, nn
 from finebench.backbones import backbone_info, create_backbone, data_config
 from finebench.backbones.stages import stage_map
 from finebench.backbones.weights import WeightsError, load_state_dict
-from finebench.benchmark.budget import forward_flops
-from finebench.datasets.base import sha256_file
+from finebench.core.hashing import sha256_file
 from finebench.methods.base import Context, Method, Source, Stage
+from finebench.methods.cost import forward_flops
 from finebench.methods.level_of_cut import CutConfig, CutFull, cut_parameters
 from finebench.methods.registry import register_method
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -11,8 +12,18 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from finebench.backbones.stages import StageMap
-    from finebench.benchmark.budget import BudgetMeter
-    from finebench.benchmark.spec import RunSpec
+    from finebench.methods.cost import BudgetMeter
+
+
+class RunSpec(Protocol):
+    """What a method reads of its run's spec (the benchmark's RunSpec): methods never import the benchmark."""
+
+    method: str
+    method_config: Mapping[str, Any]
+    dataset: str
+    backbone: str
+    seed: int
+    train: Any  # the suite's TrainConfig: epochs, resolution, weights, split_seed, ...
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from finebench.benchmark.registry import Registry
+from finebench.core.registry import Registry
 
 METHODS = Registry("method")
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from finebench.benchmark.budget import forward_flops
 from finebench.methods.base import Context
+from finebench.methods.cost import forward_flops
 from finebench.methods.pruning import Pruner, latency_ms, removed_cost
 from finebench.methods.ranking import Controls, Selection, count, filter_magnitude, key
 from finebench.methods.semantic_pruning import (

@@ -41,8 +41,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from finebench.benchmark.budget import forward_flops
 from finebench.methods.base import Context, Method, Source
+from finebench.methods.cost import forward_flops
 from finebench.methods.pruning import ACTIVATIONS, forward_once
 from finebench.methods.ranking import lowest_fraction
 from finebench.methods.registry import register_method

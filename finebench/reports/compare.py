@@ -37,9 +37,9 @@ METRICS = (
 
 def method_rank(name: str) -> int:
     """Registry order (the order `bench list methods` shows); unregistered names after, teachers last."""
-    from finebench.methods import METHODS
+    from finebench.reports import catalogue
 
-    names = METHODS.names()
+    names = catalogue.current().order()
     return names.index(name) if name in names else len(names) + (name == TEACHER)
 
 

@@ -3,7 +3,6 @@ label, metrics, costs and per-image test results), and teachers joined to their 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -11,7 +10,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from finebench.benchmark.spec import identity_train
+from finebench.core.labels import identity_train
+from finebench.reports import catalogue
 from finebench.results import predictions
 from finebench.results.record import RunRecord
 
@@ -36,12 +36,9 @@ def arithmetic(train: dict) -> str:
 
 def method_label(method: str, config: dict) -> str:
     """The method's name, plus the settings that differ from its defaults (so variants get their own rows)."""
-    from finebench.methods import METHODS
-
-    defaults: dict = {}
-    if method in METHODS:  # a record that predates a config field reads as what its run did (Method.LATER)
-        defaults = dataclasses.asdict(METHODS.get(method).Config())
-        config = METHODS.get(method).legacy(config)
+    cat = catalogue.current()
+    config = cat.legacy(method, config)  # a record that predates a config field reads as what its run did
+    defaults = cat.defaults(method) or {}
 
     def norm(v):  # records hold JSON lists where a config holds tuples
         return list(v) if isinstance(v, tuple) else v
@@ -52,9 +49,7 @@ def method_label(method: str, config: dict) -> str:
 
 def method_note(method: str, config: dict) -> str | None:
     """The method's word on a (recorded) configuration for its row, e.g. that it is the paper's ablation."""
-    from finebench.methods import METHODS
-
-    return METHODS.get(method).note(METHODS.get(method).legacy(config)) if method in METHODS else None
+    return catalogue.current().note(method, config)
 
 
 def seconds_to_target(r: RunRecord, target: float) -> float:

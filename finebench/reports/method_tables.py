@@ -245,7 +245,7 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
     penalties: per row the letter schedule it trained (`paper` resolved to the budget), shape, penalty and λ,
     optimiser, then accuracy, best epoch and the test against the baseline; cut-fc (the paper's F-only baseline)
     and cut-full as reference rows. One table per (dataset, backbone, budget) that has a filter-attention row."""
-    from finebench.methods.filter_attention import parse_schedule
+    from finebench.reports import catalogue
     from finebench.reports.frame import method_label
     from finebench.reports.tables import Column, cell, row_label, significance_cell
 
@@ -277,7 +277,7 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
         for _, row in group.iterrows():
             if row["method"] in configs:
                 cfg = configs[row["method"]]
-                schedule = parse_schedule(cfg.get("schedule", "paper"), cfg["_epochs"])
+                schedule = catalogue.current().schedule(cfg.get("schedule", "paper"), cfg["_epochs"])
                 penalty = cfg.get("penalty", "none")
                 penalty += f" ({cfg.get('lam', 0):g})" if penalty != "none" else ""
                 opt = f"{cfg.get('optimizer', 'adam')} {cfg.get('lr', 1e-3):g}"

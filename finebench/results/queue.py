@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from finebench.results.atomic import atomic_write
+from finebench.core.atomic import atomic_write
 
 
 def queue_dir(out: Path) -> Path:

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from finebench.benchmark.spec import spec_label
+from finebench.core.labels import spec_label
 from finebench.results.lock import RunLock
 from finebench.results.queue import queued
 from finebench.results.store import ResultStore

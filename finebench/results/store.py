@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from finebench.results.atomic import atomic_write, fsync_dir
+from finebench.core.atomic import atomic_write, fsync_dir
 from finebench.results.faults import crash_point
 from finebench.results.record import RunRecord
 

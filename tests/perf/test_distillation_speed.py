@@ -8,11 +8,11 @@ from perf_helpers import interleaved_ratio
 
 from finebench.backbones import create_backbone
 from finebench.backbones.stages import stage_map
-from finebench.benchmark.budget import BudgetMeter
 from finebench.benchmark.runner import StepLoop, build_method
 from finebench.benchmark.spec import build_suite
 from finebench.benchmark.suite import expand
 from finebench.methods import Context
+from finebench.methods.cost import BudgetMeter
 
 BATCH, RES, CLASSES = 16, 96, 17
 
