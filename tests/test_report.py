@@ -531,3 +531,32 @@ def test_compact_table_is_the_default_and_fits_one_column(tmp_path):
         assert done.returncode == 0, done.stdout[-3000:]
         log = (tmp_path / "rep" / "doc.log").read_text()
         assert "Overfull \\hbox" not in log, log[log.index("Overfull") : log.index("Overfull") + 300]
+
+
+def test_curves_keep_fifteen_methods_apart_with_the_legend_outside(tmp_path, monkeypatch):
+    """15 methods: 15 distinct colour-marker pairs, all colours distinct; one line per method on each panel (no
+    per-seed lines); integer epoch ticks; the legend right of the axes, not over the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from finebench.reports import figures
+
+    order = [f"method-{i}" for i in range(15)]
+    styles = figures.method_styles(order)
+    assert len(set(styles.values())) == 15 and len({tuple(c) for c, _ in styles.values()}) == 15
+    rows = [{"method": m, "seed": s, "epoch": e, "elapsed": 10.0 * e + s, "val_top1": 50.0 + e + i + s}
+            for i, m in enumerate(order) for s in range(3) for e in range(1, 4)]  # fmt: skip
+    captured = {}
+    monkeypatch.setattr(figures, "save", lambda fig, out, plt, pdf=True: captured.setdefault("fig", fig) and [])
+    figures.curves_figure(pd.DataFrame(rows), tmp_path / "c", "t", order)
+    fig = captured["fig"]
+    left, right = fig.axes
+    assert len(left.get_lines()) == 15 and len(right.get_lines()) == 15  # one mean line per method
+    fig.canvas.draw()
+    ticks = [t for t in left.get_xticks() if left.get_xlim()[0] <= t <= left.get_xlim()[1]]
+    assert all(float(t).is_integer() for t in ticks)
+    legend = right.get_legend().get_window_extent()
+    assert legend.x0 >= right.get_window_extent().x1  # outside, to the right
+    plt.close(fig)

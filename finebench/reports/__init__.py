@@ -6,13 +6,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finebench.reports.compare import BASELINE, summarize
+from finebench.reports.compare import BASELINE, PRIMARY, summarize
 from finebench.reports.figures import (
     attention_figure,
     attention_histograms,
     cost_figure,
     curves_figure,
     filter_ranking,
+    method_styles,
     pruning_curves,
     ranking_pruning_curves,
 )
@@ -183,6 +184,7 @@ def comparison_figures(runs, summary, records: list[RunRecord], out: Path, repor
         title = f"{dataset} · {backbone} · budget {budget}"
         base = f"figures/{{}}-{slug(dataset)}-{slug(backbone)}-{budget}"
         rows = []
+        styles = method_styles(group["method"].tolist())  # one colour and marker per row of the table, everywhere
         for r in by_id.values():
             if (r.spec["dataset"], r.spec["backbone"], budget_key(r.spec)) != (dataset, backbone, budget):
                 continue
@@ -191,14 +193,22 @@ def comparison_figures(runs, summary, records: list[RunRecord], out: Path, repor
                       "val_top1": e["val"]["top1"]} for e in r.epochs if "elapsed" in e and "val" in e]  # fmt: skip
         if rows:
             order = [m for m in group["method"] if any(row["method"] == m for row in rows)]
-            paths = curves_figure(pd.DataFrame(rows), out / base.format("curves"), title, order, pdf=report.pdf)
+            paths = curves_figure(pd.DataFrame(rows), out / base.format("curves"), title, order, pdf=report.pdf,
+                                  styles=styles)  # fmt: skip
             report.written += paths
-            lines.append(f"### Val top-1 over training: {title}\n\n![curves]({base.format('curves')}.png)\n")
+            lines.append(f"### Val top-1 over training: {title}\n\n![curves]({base.format('curves')}.png)\n\n"
+                         "One line per method: val top-1 after each epoch, mean over seeds; band: ± one standard "
+                         "deviation over seeds. Right: the same against the run's own training seconds.\n")  # fmt: skip
         contenders = group[~group["method"].str.startswith(f"{TEACHER}:")].reset_index(drop=True)
         if len(contenders) > 1:
-            paths = cost_figure(contenders, out / base.format("cost"), title, pdf=report.pdf)
+            metric = summary.attrs.get("metric", "top1")
+            paths = cost_figure(contenders, out / base.format("cost"), title, pdf=report.pdf, metric=metric,
+                                styles=styles)  # fmt: skip
             report.written += paths
-            lines.append(f"### Accuracy against cost: {title}\n\n![cost]({base.format('cost')}.png)\n")
+            lines.append(f"### Accuracy against cost: {title}\n\n![cost]({base.format('cost')}.png)\n\n"
+                         f"Test {PRIMARY[metric][1]} (mean over seeds; error bars: ± one standard deviation over "
+                         "seeds) against the seconds each method took, its charged phases (a teacher's or source "
+                         "model's training) included; dashed: the Pareto front.\n")  # fmt: skip
     return "\n## Figures\n\n" + "\n".join(lines) if lines else ""
 
 

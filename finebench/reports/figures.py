@@ -77,50 +77,86 @@ def _plt():
     return plt, sns
 
 
-def curves_figure(epochs, out: Path, title: str, order: list[str] | None = None, pdf: bool = True) -> list[Path]:
-    """Val top-1 against epoch and against wall-clock seconds, one line per method (mean over seeds, band: the
-    seeds' standard deviation). `epochs`: a frame with method, seed, epoch, elapsed, val_top1."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H")
+
+
+def method_styles(order: list[str]) -> dict[str, tuple]:
+    """A colour and a marker per method, in table order: the ten colours of tab10, then Dark2's eight, then hues
+    around the circle, each with its own marker, so that 15 methods stay apart in colour and in shape."""
+    import seaborn as sns
+
+    colours = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8)
+    if len(order) > len(colours):
+        colours += sns.color_palette("husl", len(order) - len(colours))
+    return {m: (colours[i], MARKERS[i % len(MARKERS)]) for i, m in enumerate(order)}
+
+
+def legend_outside(ax, handles=None, labels=None, title=None) -> None:
+    """The legend to the right of the axes, never over the data."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, title=title, fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1),
+              borderaxespad=0, frameon=False)  # fmt: skip
+
+
+def curves_figure(
+    epochs, out: Path, title: str, order: list[str] | None = None, pdf: bool = True, styles: dict | None = None
+) -> list[Path]:
+    """Val top-1 against epoch and against wall-clock seconds, one line per method: the mean over seeds, the band
+    ± one standard deviation over seeds (at each epoch; on the wall-clock panel at the seeds' mean time to that
+    epoch). `epochs`: a frame with method, seed, epoch, elapsed, val_top1."""
     plt, sns = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    from matplotlib.ticker import MaxNLocator
+
     order = order or sorted(set(epochs["method"]))
-    sns.lineplot(data=epochs, x="epoch", y="val_top1", hue="method", hue_order=order, errorbar="sd", marker="o",
-                 ax=axes[0])  # fmt: skip
-    sns.lineplot(data=epochs, x="elapsed", y="val_top1", hue="method", hue_order=order, errorbar=None, units="seed",
-                 estimator=None, ax=axes[1], legend=False, alpha=0.8)  # fmt: skip
+    styles = styles or method_styles(order)  # the table's styles, so a method looks the same in every figure
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    stats = epochs.groupby(["method", "epoch"]).agg(val=("val_top1", "mean"), sd=("val_top1", "std"),
+                                                    elapsed=("elapsed", "mean")).reset_index()  # fmt: skip
+    for m in order:
+        part = stats[stats["method"] == m].sort_values("epoch")
+        if part.empty:
+            continue
+        colour, marker = styles[m]
+        sd = part["sd"].fillna(0.0)
+        for ax, x in ((axes[0], part["epoch"]), (axes[1], part["elapsed"])):
+            ax.plot(x, part["val"], color=colour, marker=marker, markersize=4, lw=1.2, label=m)
+            ax.fill_between(x, part["val"] - sd, part["val"] + sd, color=colour, alpha=0.15, lw=0)
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set(xlabel="epoch", ylabel="val top-1 (%)")
-    axes[1].set(xlabel="wall-clock seconds (own, per seed)", ylabel="val top-1 (%)")
-    axes[0].legend(fontsize=7)
+    axes[1].set(xlabel="wall-clock seconds of the run's own training (mean over seeds)")
+    legend_outside(axes[1], title="method (line: mean over seeds; band: ± 1 std)")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save(fig, out, plt, pdf)
 
 
-def cost_figure(summary, out: Path, title: str, pdf: bool = True) -> list[Path]:
-    """Test top-1 against the time including charged phases, one point per method (error bars: std over seeds), the
-    Pareto front joined."""
+def cost_figure(
+    summary, out: Path, title: str, pdf: bool = True, metric: str = "top1", styles: dict | None = None
+) -> list[Path]:
+    """The table's metric on test (`metric`: top1, top3, mean_class) against the time including charged phases,
+    one marker per method (error bars: ± one standard deviation over seeds), the Pareto front joined."""
     plt, _ = _plt()
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    costs, scores = summary["total_seconds_mean"].tolist(), summary["test_top1_mean"].tolist()
-    ax.errorbar(costs, scores, yerr=summary["test_top1_std"].fillna(0).tolist(), fmt="o", capsize=3)
-    # a point's label goes below it when its nearest neighbour in cost scores higher (ties: in turn), so close
-    # points do not print over each other
-    log_c = np.log(np.maximum(costs, 1e-9))
-    for rank, i in enumerate(np.argsort(costs, kind="stable")):
-        near = [j for j in range(len(costs)) if j != i and abs(log_c[j] - log_c[i]) < 0.2]
-        j = min(near, key=lambda j: abs(log_c[j] - log_c[i])) if near else None
-        below = j is not None and (scores[j] > scores[i] or (scores[j] == scores[i] and rank % 2 == 1))
-        ax.annotate(summary["method"].iloc[i], (costs[i], scores[i]), fontsize=7, textcoords="offset points",
-                    xytext=(5, -10) if below else (5, 4))  # fmt: skip
+    from finebench.reports.compare import PRIMARY
+
+    key, label = PRIMARY[metric]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    costs, scores = summary["total_seconds_mean"].tolist(), summary[f"{key}_mean"].tolist()
+    errors = summary[f"{key}_std"].fillna(0).tolist()
+    styles = styles or method_styles(summary["method"].tolist())
+    for i, m in enumerate(summary["method"]):
+        colour, marker = styles[m]
+        ax.errorbar(costs[i], scores[i], yerr=errors[i], fmt=marker, color=colour, capsize=3, markersize=6, label=m)
     front = pareto_front(costs, scores)
-    ax.plot([costs[i] for i in front], [scores[i] for i in front], "--o", color="tab:red", markerfacecolor="none",
-            markersize=11, label="Pareto front (no method is both cheaper and better)")  # fmt: skip
-    ax.set(xlabel="seconds incl. teacher/source (mean over seeds)", ylabel="test top-1 (%)", xscale="log")
+    ax.plot([costs[i] for i in front], [scores[i] for i in front], "--", color="k", lw=0.8,
+            label="Pareto front (no method both cheaper and better)")  # fmt: skip
+    ax.set(xlabel="seconds incl. teacher/source (mean over seeds, log scale)", ylabel=f"{label} (%)", xscale="log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.legend(fontsize=7)
+    legend_outside(ax, title="method (error bar: ± 1 std over seeds)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save(fig, out, plt, pdf)
