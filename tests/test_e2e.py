@@ -42,6 +42,7 @@ def test_run_records_skip_and_report(tmp_path):
             assert any(k.startswith("source:") for k in r["cost"]["charges"]) and r["best"]["epoch"] == 0
         assert set(r["best"]["test"]) >= {"top1", "top3", "mean_class"}
         assert r["env"]["versions"]["torch"] and r["dataset"]["manifest_hash"]
+        assert len(r["dataset"]["class_names"]) == r["dataset"]["num_classes"]  # figures name the classes
         assert (tmp_path / "res" / r["dataset"]["split_file"]).exists()
         assert r["cost"]["flops_per_image"] > 0 and r["params"]["total"] >= r["params"]["trainable"] >= 0
 

@@ -560,3 +560,20 @@ def test_curves_keep_fifteen_methods_apart_with_the_legend_outside(tmp_path, mon
     legend = right.get_legend().get_window_extent()
     assert legend.x0 >= right.get_window_extent().x1  # outside, to the right
     plt.close(fig)
+
+
+def test_attention_figure_names_the_classes(tmp_path, monkeypatch):
+    """Titles say the true class and the prediction by name (the record's class names), indices without them."""
+    from matplotlib.figure import Figure
+
+    from finebench.reports.figures import attention_figure
+
+    images = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", images=images, labels=np.array([0, 1]), pred=np.array([0, 2]),
+             index=np.array([5, 9]), **{"student blocks.4": np.zeros((2, 4, 4), dtype=np.float16)})  # fmt: skip
+    titles = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append([ax.get_title() for ax in fig.axes]))
+    attention_figure(tmp_path / "a.npz", tmp_path / "f.png", "t", ["daisy", "tulip", "iris"])
+    attention_figure(tmp_path / "a.npz", tmp_path / "g.png", "t")
+    assert titles[0][:2] == ["daisy", "tulip\n→ iris ✗"]
+    assert titles[1][:2] == ["y=0 ŷ=0", "y=1 ŷ=2 ✗"]

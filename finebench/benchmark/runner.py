@@ -565,6 +565,7 @@ class Run:
         return {
             "name": info.name,
             "num_classes": info.num_classes,
+            "class_names": list(info.classes),
             "manifest_hash": info.manifest_hash,
             "source": info.source,
             "license": info.license,

@@ -169,7 +169,8 @@ def attention_figures(records: list[RunRecord], results: Path, out: Path, report
             continue
         name = f"figures/attention-{slug(label)}-{slug(dataset)}-{slug(backbone)}-{budget}.png"
         title = f"{label} · {dataset} · {backbone} · seed {r.spec['seed']} · test images"
-        report.written.append(attention_figure(src, out / name, title))
+        names = r.dataset.get("class_names")  # recorded since the class names were; older records: indices
+        report.written.append(attention_figure(src, out / name, title, names))
         lines.append(f"### {title}\n\n![attention maps of {label}]({name})\n")
     return "\n## Attention maps\n\n" + "\n".join(lines) if lines else ""
 

@@ -21,9 +21,9 @@ def attention_maps(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndar
     return {k: arrays[k] for k in META}, maps
 
 
-def attention_figure(path: Path, out: Path, title: str) -> Path:
-    """One column per image: the image, then each map drawn over it (bilinearly upsampled). Titles say the label
-    and the prediction."""
+def attention_figure(path: Path, out: Path, title: str, class_names: list[str] | None = None) -> Path:
+    """One column per image: the image, then each map drawn over it (bilinearly upsampled). Titles say the true
+    class and the prediction, by name when the record has the class names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,8 +36,12 @@ def attention_figure(path: Path, out: Path, title: str) -> Path:
     for j in range(n):
         h, w = images[j].shape[:2]
         axes[0, j].imshow(images[j])
-        ok = "" if meta["labels"][j] == meta["pred"][j] else " ✗"
-        axes[0, j].set_title(f"y={meta['labels'][j]} ŷ={meta['pred'][j]}{ok}", fontsize=7)
+        y, p = int(meta["labels"][j]), int(meta["pred"][j])
+        if class_names and max(y, p) < len(class_names):
+            text = class_names[y] if y == p else f"{class_names[y]}\n→ {class_names[p]} ✗"
+        else:
+            text = f"y={y} ŷ={p}" + ("" if y == p else " ✗")
+        axes[0, j].set_title(text, fontsize=7)
         for i, (name, m) in enumerate(maps.items(), start=1):
             axes[i, j].imshow(images[j])
             axes[i, j].imshow(m[j], cmap="jet", alpha=0.45, extent=(0, w, h, 0), interpolation="bilinear")
