@@ -96,8 +96,8 @@ def cmd_run(args) -> int:
         flags["time_budget"] = parse_duration(flags["time_budget"], "--time-budget")
     layers += [flags, parse_overrides(args.overrides)]
     suite = build_suite(*layers)
-    given = {name for layer in layers if "preset" not in layer for name in layer.get("method_config", {}) or {}}
-    for name in [n for n in unselected_configs(suite) if n in given]:  # a preset's own settings are no news
+    given = {name for layer in layers for name in layer.get("method_config", {}) or {}}  # not a preset's own
+    for name in [n for n in unselected_configs(suite) if n in given]:
         print(f"note: method_config.{name} is for {name}, which this run does not select (--methods); left aside",
               file=sys.stderr)  # fmt: skip
     cluster = [f"--{k.replace('_', '-')}" for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)]
@@ -109,31 +109,34 @@ def cmd_run(args) -> int:
         from finebench.datasets.base import data_root
 
         data_root(args.data_root)  # a file given as the data root is named now
+    # every check of the flags comes before the dry run, so that it refuses what a run would refuse
+    opts, devices = None, None
+    if args.launcher:
+        from finebench.benchmark.launch import LaunchOptions, parse_timeout
+
+        if args.device != "auto":
+            raise SpecError("--device applies to runs in this process; a job uses its node's GPU (--gpus-per-job)")
+        if args.devices or args.fail_fast:
+            raise SpecError(f"--launcher cannot be combined with {'--devices' if args.devices else '--fail-fast'}")
+        opts = LaunchOptions(args.launcher, args.partition, args.gpus_per_job, args.array_parallelism,
+                             parse_timeout(args.job_timeout), args.cpus_per_job, args.mem_gb, args.wait)  # fmt: skip
+    elif args.devices:
+        from finebench.benchmark.parallel import parse_devices
+
+        if args.device != "auto":
+            raise SpecError("--device and --devices: give one (--devices lists the devices of parallel runs)")
+        devices = parse_devices(args.devices)
     if args.dry_run:
         dry_run(suite, Path(args.out), args.data_root, args.device, Reporter(quiet=True),
                 lambda line: print(line, flush=True))  # fmt: skip
         return 0
     reporter = Reporter(quiet=args.quiet)
     try:
-        if args.launcher:
-            from finebench.benchmark.launch import LaunchOptions, launch_suite, parse_timeout
+        if opts is not None:
+            from finebench.benchmark.launch import launch_suite
 
-            if args.device != "auto":
-                raise SpecError("--device applies to runs in this process; a job uses its node's GPU (--gpus-per-job)")
-            if args.devices or args.fail_fast:
-                raise SpecError(f"--launcher cannot be combined with {'--devices' if args.devices else '--fail-fast'}")
-            timeout = parse_timeout(args.job_timeout)
-            opts = LaunchOptions(args.launcher, args.partition, args.gpus_per_job, args.array_parallelism, timeout,
-                                 args.cpus_per_job, args.mem_gb, args.wait)  # fmt: skip
             result = launch_suite(suite, Path(args.out), args.data_root, opts, reporter)
         else:
-            devices = None
-            if args.devices:
-                from finebench.benchmark.parallel import parse_devices
-
-                if args.device != "auto":
-                    raise SpecError("--device and --devices: give one (--devices lists the devices of parallel runs)")
-                devices = parse_devices(args.devices)
             result = run_suite(suite, Path(args.out), args.data_root, args.device, reporter, args.fail_fast, devices)
     except KeyboardInterrupt:
         again = " ".join(shlex.quote(a) for a in ["bench", *sys.argv[1:]])

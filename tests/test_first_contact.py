@@ -170,3 +170,25 @@ def test_verify_lists_every_damaged_image_and_exits_1(tmp_path):
     p = bench("verify", "flowers17", "--data-root", str(tmp_path / "root"), cwd=tmp_path)
     assert p.returncode == 1, p.stderr
     assert "image_0005.jpg" in p.stdout and "image_0100.jpg" in p.stdout and "2 of 1360 images" in p.stdout
+
+
+def test_a_record_from_a_newer_finebench_is_not_damaged_and_yaml_merge_keys_load(tmp_path):
+    import json
+
+    from finebench.benchmark.spec import load_yaml
+    from finebench.results.store import ResultStore
+
+    store = ResultStore(tmp_path)
+    store.runs.mkdir(parents=True)
+    (store.runs / "abc.json").write_text(json.dumps({"schema": 99, "run_id": "abc"}))
+    assert store.damaged("abc") is None  # whole, only newer: kept where it is
+    (store.runs / "bad.json").write_text("{")
+    assert store.damaged("bad") is not None
+    yaml_text = "base: &b {epochs: 1}\nmethod_config:\n  cut-full:\n    <<: *b\n    freeze_bn: true\n"
+    (tmp_path / "s.yaml").write_text(yaml_text)
+    assert load_yaml(tmp_path / "s.yaml")["method_config"]["cut-full"] == {"epochs": 1, "freeze_bn": True}
+
+
+def test_dry_run_refuses_the_flag_conflicts_a_run_refuses(tmp_path):
+    p = bench(*SMALL, "--devices", "cpu,cpu", "--device", "cpu", "--dry-run", cwd=tmp_path)
+    assert p.returncode == 2 and "--device and --devices" in p.stderr

@@ -189,7 +189,9 @@ def launch_suite(suite: SuiteSpec, out: Path, data_root: str | None, opts: Launc
     from finebench.benchmark.suite import collect, pick_device, plan
 
     opts.check()
-    todo, result = plan(suite, out, data_root, pick_device("cpu"), reporter, f"launcher {opts.launcher}")
+    todo, result = plan(
+        suite, out, data_root, pick_device("cpu"), reporter, f"launcher {opts.launcher}", warn_on=[]
+    )  # the jobs' nodes are not this machine: no precision warning from here
     outcomes = list(launch(todo, out, data_root, opts, reporter))
     if opts.launcher == "slurm" and not opts.wait:
         result.submitted = [s.run_id for s in todo]

@@ -141,6 +141,9 @@ def preflight(
             with torch.no_grad():
                 model(torch.zeros(2, 3, res, res, device=device))
         except RuntimeError as e:
+            if "memory" in str(e).lower():
+                raise SpecError(f"backbone {backbone!r} at resolution {res} px runs out of memory here ({e}); use a "
+                                "lower --resolution or a smaller model") from e  # fmt: skip
             raise SpecError(f"backbone {backbone!r} cannot run at resolution {res} px ({e}); use a larger one") from e
     return datasets
 
@@ -283,7 +286,10 @@ def run_suite(
     reporter = reporter or Reporter()
     dev = pick_device("cpu" if devices else device)  # with --devices the workers hold the GPUs, not this process
     where = f"devices {', '.join(map(str, devices))}" if devices else f"device {dev}"
-    todo, result = plan(suite, out, data_root, dev, reporter, where)
+    # the precision warning for the devices runs train on: this one, or the CPU workers of --devices (a GPU worker's
+    # device is not touched from here, before the workers start)
+    warn_on = [d for d in devices if d.type == "cpu"] if devices else [dev]
+    todo, result = plan(suite, out, data_root, dev, reporter, where, warn_on)
     note_queued(out, todo, f"bench run ({where})")
     if devices:
         from finebench.benchmark.parallel import run_parallel
@@ -296,7 +302,13 @@ def run_suite(
 
 
 def plan(
-    suite: SuiteSpec, out: Path, data_root: str | None, dev: torch.device, reporter: Reporter, where: str
+    suite: SuiteSpec,
+    out: Path,
+    data_root: str | None,
+    dev: torch.device,
+    reporter: Reporter,
+    where: str,
+    warn_on: list[torch.device] | None = None,
 ) -> tuple[list[RunSpec], SuiteResult]:
     """Everything checked before any training (names, data, weights, resolution, the results folder); returns the
     runs not yet recorded and a SuiteResult listing the recorded ones as skipped."""
@@ -312,7 +324,8 @@ def plan(
     for run_id in result.skipped:  # a kill between writing a record and removing its checkpoints left them
         discard(out, run_id)
     reporter.print(f"suite: {len(runs)} runs ({len(result.skipped)} already recorded in {store.runs}), {where}")
-    warn_precision(runs, dev, reporter.print)
+    for d in warn_on if warn_on is not None else [dev]:
+        warn_precision(runs, d, reporter.print)
     return todo, result
 
 

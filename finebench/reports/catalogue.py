@@ -6,16 +6,27 @@ registry's (`finebench.methods.catalogue`); without one, rows are labelled from 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 
 class Catalogue:
-    """Knows nothing: rows keep the recorded settings and the order in which methods appear."""
+    """Knows nothing: rows keep the recorded settings and the order in which methods appear (with a warning)."""
+
+    warned = False
 
     def order(self) -> list[str]:
         return []
 
     def defaults(self, method: str) -> dict[str, Any] | None:
+        if not self.warned:
+            self.warned = True
+            warnings.warn(
+                "finebench reports have no method catalogue: rows are labelled with every recorded setting and "
+                "older records are not read as their runs did; install one first, as `bench report` does: "
+                "finebench.reports.catalogue.use(finebench.methods.catalogue.MethodCatalogue())",
+                stacklevel=3,
+            )
         return None
 
     def legacy(self, method: str, config: dict[str, Any]) -> dict[str, Any]:

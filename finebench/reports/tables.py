@@ -230,11 +230,13 @@ def short_caption(group: pd.DataFrame, metric: str = "top1") -> str:
     seeds = sorted({s for v in group["seeds"] for s in v.split(",")}, key=int)
     images = group["ci_images"].notna().any()
     over = "test images" if images else "seeds"
+    delta = f"95 % CI over {over} (no baseline row: no Δ)"
+    if (group["method"] == first["baseline"]).any():
+        delta = f"95 % CI and Δ (Holm-corrected p) vs {first['baseline']} over {over}"
     return (
         f"{first['dataset']} · {first['backbone']} · {int(first['epochs'])} epochs at {int(first['resolution'])} px "
         f"· {first['arithmetic']} · {len(seeds)} seed(s). {label} (%) at the best-val epoch, mean over seeds; "
-        f"95 % CI and Δ (Holm-corrected p) vs {first['baseline']} over {over}; mean epochs to best, time (s) and "
-        "training FLOPs with charged phases."
+        f"{delta}; mean epochs to best, time (s) and training FLOPs with charged phases."
     )
 
 

@@ -8,6 +8,10 @@ from typing import Any
 SCHEMA = 1
 
 
+class NewerRecord(ValueError):
+    """A whole record written by a newer finebench: kept as it is (never moved aside as damaged)."""
+
+
 @dataclass
 class RunRecord:
     run_id: str
@@ -35,9 +39,10 @@ class RunRecord:
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
         names = {f.name for f in fields(cls)}
         required = {"run_id", "spec", "dataset", "backbone", "env", "epochs", "best", "last", "cost", "params"}
+        if data.get("schema", SCHEMA) > SCHEMA:
+            raise NewerRecord(f"record schema {data['schema']} is newer than this finebench understands ({SCHEMA}); "
+                              "upgrade finebench to read it")  # fmt: skip
         missing = sorted(required - set(data))
         if missing:
             raise ValueError(f"record lacks keys {missing}")
-        if data.get("schema", SCHEMA) > SCHEMA:
-            raise ValueError(f"record schema {data['schema']} is newer than this finebench understands ({SCHEMA})")
         return cls(**{k: v for k, v in data.items() if k in names})

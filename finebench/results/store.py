@@ -16,7 +16,7 @@ from pathlib import Path
 
 from finebench.core.atomic import atomic_write, fsync_dir
 from finebench.results.faults import crash_point
-from finebench.results.record import RunRecord
+from finebench.results.record import NewerRecord, RunRecord
 
 
 def finite(value):
@@ -70,8 +70,8 @@ class ResultStore:
         path = self.path(run_id)
         try:
             RunRecord.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
+        except (FileNotFoundError, NewerRecord):
+            return None  # absent, or whole but from a newer finebench: not ours to move
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
             return f"{type(e).__name__}: {e}"[:300]
         return None
@@ -82,7 +82,10 @@ class ResultStore:
         self.damaged_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         dest = self.damaged_dir / f"{run_id}.{stamp}.json"
-        os.replace(self.path(run_id), dest)
+        try:
+            os.replace(self.path(run_id), dest)
+        except FileNotFoundError:  # another `bench run` on this folder moved it first
+            return dest.with_name(f"{run_id}.json (moved by another process)")
         fsync_dir(self.runs)
         return dest
 
