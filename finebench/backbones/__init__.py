@@ -70,6 +70,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub answers (once per process): offline, fail at once instead of retrying."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "HF_ENDPOINT")):
+        return True  # a proxy or a mirror: a direct probe says nothing; let the hub client try
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
     except OSError:
