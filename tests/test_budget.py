@@ -84,6 +84,7 @@ def test_training_flops_are_measured_per_stage_and_ordered_by_cut(tmp_path):
     assert flops["cut-fc"] < 1.01 * fc["flops_per_image"] * fc["samples"]  # the head's backward is tiny
     fa = records["filter-attention"].cost["train_flops_per_sample"]
     assert list(fa) == ["1:F", "2:A", "3:A"]
+    assert records["filter-attention"].extras["schedule"] == "FAA"  # the record carries the schedule it trained
     assert fa["1:F"] == pytest.approx(fc["train_flops_per_sample"]["cut-fc"], rel=0.01)
     assert fa["2:A"] > 2 * full["flops_per_image"]
 

@@ -311,6 +311,7 @@ class FilterAttention(Method):
         network-wise (nwp) or of each layer (lwp), masked, no retraining) evaluated on val and test after selection,
         each beside its controls (random and weight-magnitude choices of as many filters)."""
         out: dict[str, Any] = {"attention": self.stats, "attention_pruning": []}
+        out["schedule"] = parse_schedule(self.config.schedule, ctx.spec.train.epochs)  # as trained, for reports
         if note := self.note(dataclasses.asdict(self.config)):
             out["variant"] = note
         if ctx.evaluate is None or not self.config.prune_ratios:

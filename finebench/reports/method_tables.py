@@ -256,7 +256,8 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
     for r in records:
         if r.spec["method"] == "filter-attention":
             cfg = r.spec.get("method_config", {})
-            configs[method_label("filter-attention", cfg)] = cfg | {"_epochs": r.spec["train"]["epochs"]}
+            configs[method_label("filter-attention", cfg)] = cfg | {"_epochs": r.spec["train"]["epochs"],
+                                                                    "_schedule": r.extras.get("schedule")}  # fmt: skip
     out = []
     for (dataset, backbone, budget), group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
         variants = group[group["method"].isin(configs)]
@@ -277,7 +278,8 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
         for _, row in group.iterrows():
             if row["method"] in configs:
                 cfg = configs[row["method"]]
-                schedule = catalogue.current().schedule(cfg.get("schedule", "paper"), cfg["_epochs"])
+                recorded = cfg["_schedule"]  # older records: resolved by the method catalogue
+                schedule = recorded or catalogue.current().schedule(cfg.get("schedule", "paper"), cfg["_epochs"])
                 penalty = cfg.get("penalty", "none")
                 penalty += f" ({cfg.get('lam', 0):g})" if penalty != "none" else ""
                 opt = f"{cfg.get('optimizer', 'adam')} {cfg.get('lr', 1e-3):g}"
