@@ -381,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # output still buffered goes now, where a closed pipe is caught, not at interpreter exit
+        return code
     except BrokenPipeError:  # `bench status | head`: the reader has gone; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -43,8 +43,12 @@ def test_run_id_changes_with_any_spec_field():
 
 def test_later_layers_win_and_preset_applies():
     suite = build_suite({"preset": "quick"}, {"epochs": 7})
-    assert suite.train.epochs == 7 and suite.train.resolution == 128
-    assert build_suite({"preset": "quick"}).train.epochs == 3
+    assert suite.train.epochs == 7 and suite.train.resolution == 80 and suite.train.train_per_class == 10
+    quick = build_suite({"preset": "quick"})
+    assert quick.train.epochs == 3 and quick.method_config["semantic-pruning"]["classes"] == 1
+    override = build_suite({"preset": "quick"}, {"method_config": {"semantic-pruning": {"classes": 2}}})
+    assert override.method_config["semantic-pruning"] == {"classes": 2, "modes": "nwp", "sweep": [0.3],
+                                                          "control_draws": 0}  # merged, later wins  # fmt: skip
 
 
 @pytest.mark.parametrize(
