@@ -314,10 +314,8 @@ class Run:
         store = ResultStore(self.out_dir)
         t0 = time.perf_counter()
         with RunLock(self.out_dir, spec.run_id):  # another process training the same source: wait for it
-            why = store.damaged(spec.run_id)
-            if why is not None:
-                dest = store.set_aside(spec.run_id)
-                self.reporter.print(f"  damaged record {store.path(spec.run_id)} ({why}): moved to {dest}")
+            if moved := store.set_aside_if_damaged(spec.run_id):
+                self.reporter.print(f"  damaged record {store.path(spec.run_id)} ({moved[0]}): moved to {moved[1]}")
             record = store.get(spec.run_id)
             if record is None or not (self.out_dir / record.artifacts.get("model", "-")).exists():
                 self.reporter.print(f"  {role} model: training {spec.label} (run {spec.run_id})")

@@ -332,9 +332,8 @@ def plan(
 def set_aside_damaged(store: ResultStore, runs: list[RunSpec], reporter: Reporter) -> None:
     """A record file that cannot be read is moved to <out>/damaged/ (kept) and its run trains again."""
     for r in runs:
-        why = store.damaged(r.run_id)
-        if why is not None:
-            dest = store.set_aside(r.run_id)
+        if moved := store.set_aside_if_damaged(r.run_id):
+            why, dest = moved
             reporter.print(f"damaged record {store.path(r.run_id)} ({why}): moved to {dest}; {r.label} trains again")
 
 

@@ -18,6 +18,13 @@ from finebench.core.atomic import atomic_write, fsync_dir
 from finebench.results.faults import crash_point
 from finebench.results.record import NewerRecord, RunRecord
 
+# what reading a record file can raise when it is damaged: unreadable, not JSON, or JSON that is not a record
+UNREADABLE = (OSError, ValueError, TypeError, KeyError, AttributeError)
+
+
+def read_record(path: Path) -> RunRecord:
+    return RunRecord.from_dict(json.loads(path.read_text()))
+
 
 def finite(value):
     """NaN and infinities -> None, so a record is strict JSON that any tool reads."""
@@ -67,14 +74,18 @@ class ResultStore:
     def damaged(self, run_id: str) -> str | None:
         """Why the record file of `run_id` cannot be read (truncated, not JSON, not a record); None when it reads or
         is absent."""
-        path = self.path(run_id)
         try:
-            RunRecord.from_dict(json.loads(path.read_text()))
+            read_record(self.path(run_id))
         except (FileNotFoundError, NewerRecord):
             return None  # absent, or whole but from a newer finebench: not ours to move
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        except UNREADABLE as e:
             return f"{type(e).__name__}: {e}"[:300]
         return None
+
+    def set_aside_if_damaged(self, run_id: str) -> tuple[str, Path] | None:
+        """(why, where it went) when the record of `run_id` was damaged and is now set aside (see `set_aside`)."""
+        why = self.damaged(run_id)
+        return None if why is None else (why, self.set_aside(run_id))
 
     def set_aside(self, run_id: str) -> Path:
         """Move a damaged record out of runs/ to <out>/damaged/<run id>.<UTC time>.json (kept, never deleted), so
@@ -96,8 +107,8 @@ class ResultStore:
     def get(self, run_id: str) -> RunRecord | None:
         """The record of `run_id`, or None when it is not recorded (or not readable)."""
         try:
-            return RunRecord.from_dict(json.loads(self.path(run_id).read_text()))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return read_record(self.path(run_id))
+        except UNREADABLE:
             return None
 
     def append(self, record: RunRecord) -> Path:
@@ -130,7 +141,7 @@ class ResultStore:
             return
         for path in sorted(self.runs.glob("*.json")):
             try:
-                yield RunRecord.from_dict(json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+                yield read_record(path)
+            except UNREADABLE as e:
                 if errors is not None:
                     errors.append(f"{path}: {type(e).__name__}: {e}"[:400])
