@@ -184,6 +184,11 @@ def test_a_record_from_a_newer_finebench_is_not_damaged_and_yaml_merge_keys_load
     assert store.damaged("abc") is None  # whole, only newer: kept where it is
     (store.runs / "bad.json").write_text("{")
     assert store.damaged("bad") is not None
+    from finebench.results.status import run_states
+
+    states = {r["run_id"]: r for r in run_states(tmp_path)}
+    assert states["abc"]["state"] == "done" and "newer finebench" in states["abc"]["detail"]  # bench run keeps it
+    assert states["bad"]["state"] == "damaged"
     yaml_text = "base: &b {epochs: 1}\nmethod_config:\n  cut-full:\n    <<: *b\n    freeze_bn: true\n"
     (tmp_path / "s.yaml").write_text(yaml_text)
     assert load_yaml(tmp_path / "s.yaml")["method_config"]["cut-full"] == {"epochs": 1, "freeze_bn": True}

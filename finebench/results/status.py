@@ -77,20 +77,26 @@ def run_states(out: Path) -> list[dict[str, Any]]:
     store = ResultStore(out)
     errors: list = []
     records = {r.run_id: r for r in store.records(errors)}
-    damaged = {p.stem: p for p in sorted(store.runs.glob("*.json")) if p.stem not in records}
+    unread = [p for p in sorted(store.runs.glob("*.json")) if p.stem not in records]
+    damaged = {p.stem: (p, why) for p in unread if (why := store.damaged(p.stem))}
+    newer = {p.stem: p for p in unread if p.stem not in damaged}  # whole, from a newer finebench: kept as recorded
     failures = {f["run_id"]: f for f in store.failures() if "run_id" in f}
     queue = queued(out)
     locks = {p.stem for p in (Path(out) / "locks").glob("*.lock")}
     here = socket.gethostname()
     rows = []
-    for run_id in sorted(set(records) | set(damaged) | set(failures) | set(queue) | locks):
+    for run_id in sorted(set(records) | set(damaged) | set(newer) | set(failures) | set(queue) | locks):
         entry = queue.get(run_id, {})
         label = entry.get("label", "")
         if run_id in damaged and holder(out, run_id) is None:
-            why = store.damaged(run_id) or "unreadable"
+            path, why = damaged[run_id]
             rows.append({"run_id": run_id, "state": "damaged", "label": label,
-                         "detail": f"record {damaged[run_id]} cannot be read ({why}); `bench run` moves it to "
+                         "detail": f"record {path} cannot be read ({why}); `bench run` moves it to "
                                    f"{store.damaged_dir}/ (kept) and trains the run again"})  # fmt: skip
+            continue
+        if run_id in newer:
+            rows.append({"run_id": run_id, "state": "done", "label": label,
+                         "detail": f"{newer[run_id]} is from a newer finebench; upgrade to read it"})  # fmt: skip
             continue
         if run_id in records:
             r = records[run_id]
