@@ -297,60 +297,66 @@ def groups(summary: pd.DataFrame):
         yield group
 
 
-def markdown(summary: pd.DataFrame, wide: bool = False) -> str:
-    """One table per (dataset, backbone, budget): compact by default (a short caption, the details in a note below),
-    every column with `wide`."""
-    parts = []
+@dataclass(frozen=True)
+class Table:
+    """One table's content, before rendering: columns, title, rows (label, cells, bold flags) and notes."""
+
+    cols: tuple[Column, ...]
+    title: str
+    rows: list[tuple[str, list[str], list[bool]]]
+    notes: list[str]
+
+
+def table(summary: pd.DataFrame, group: pd.DataFrame, wide: bool) -> Table:
+    """Compact (a short caption, the details in a note below) or `wide` (every column, the full caption)."""
     metric = summary.attrs.get("metric", "top1")
+    cols = columns(summary) if wide else compact_columns(summary, group)
+    rows = []
+    for _, row in group.iterrows():
+        cells = [cell(row, c, "±") if wide else compact_cell(row, c) for c in cols]
+        bold = [bool(row["best"]) and is_primary(summary, c) for c in cols]
+        name = row_label(row) if wide else row["method"] + (f" {WEAK}" if row.get("weak_teacher") else "")
+        rows.append((name, cells, bold))
+    title = caption(group, metric) if wide else short_caption(group, metric)
+    return Table(cols, title, rows, footnotes(group) + ([] if wide else [compact_note(group, metric)]))
+
+
+def markdown(summary: pd.DataFrame, wide: bool = False) -> str:
+    """One table per (dataset, backbone, budget), compact by default, every column with `wide`."""
+    parts = []
     for group in groups(summary):
-        cols = columns(summary) if wide else compact_columns(summary, group)
-        title = caption(group, metric) if wide else short_caption(group, metric)
-        lines = [f"### {title}", ""]
-        lines.append("| method | " + " | ".join(c.header for c in cols) + " |")
-        lines.append("|---|" + "|".join("---:" for _ in cols) + "|")
-        for _, row in group.iterrows():
-            cells = [cell(row, c, "±") if wide else compact_cell(row, c) for c in cols]
-            cells = [f"**{t}**" if row["best"] and is_primary(summary, c) else t
-                     for t, c in zip(cells, cols, strict=True)]  # fmt: skip
-            name = row_label(row) if wide else row["method"] + (f" {WEAK}" if row.get("weak_teacher") else "")
+        t = table(summary, group, wide)
+        lines = [f"### {t.title}", "", "| method | " + " | ".join(c.header for c in t.cols) + " |",
+                 "|---|" + "|".join("---:" for _ in t.cols) + "|"]  # fmt: skip
+        for name, cells, bold in t.rows:
+            cells = [f"**{x}**" if b else x for x, b in zip(cells, bold, strict=True)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        notes = footnotes(group) + ([] if wide else [compact_note(group, metric)])
-        parts.append("\n".join(lines + ([""] + notes if notes else [])))
+        parts.append("\n".join(lines + ([""] + t.notes if t.notes else [])))
     return "\n\n".join(parts) + "\n"
 
 
 def latex(summary: pd.DataFrame, wide: bool = False) -> str:
-    """booktabs tables, each with a \\label. Compact (default): a one-column float in footnotesize with a short
+    """booktabs tables, each with a \\label. Compact (default): a one-column float in scriptsize with a short
     caption and the details in a note below it; `wide`: every column in a page-wide float."""
     parts = []
-    metric = summary.attrs.get("metric", "top1")
     for group in groups(summary):
-        cols = columns(summary) if wide else compact_columns(summary, group)
+        t = table(summary, group, wide)
         env = "table*" if wide else "table"
-        title = caption(group, metric) if wide else short_caption(group, metric)
-        lines = [
-            rf"\begin{{{env}}}[t]",
-            r"\centering",
-            r"\caption{" + tex_text(title) + "}",
-            r"\label{" + table_label(group) + "}",
-        ]
+        lines = [rf"\begin{{{env}}}[t]", r"\centering", r"\caption{" + tex_text(t.title) + "}",
+                 r"\label{" + table_label(group) + "}"]  # fmt: skip
         lines += [r"\resizebox{\textwidth}{!}{%"] if wide else [r"\scriptsize", r"\setlength{\tabcolsep}{1.2pt}"]
         first = "l" if wide else r">{\raggedright\arraybackslash}p{0.23\columnwidth}"  # long labels wrap
         lines += [
-            r"\begin{tabular}{" + first + "r" * len(cols) + "}",
+            r"\begin{tabular}{" + first + "r" * len(t.cols) + "}",
             r"\toprule",
-            "method & " + " & ".join(c.tex_header for c in cols) + r" \\",
+            "method & " + " & ".join(c.tex_header for c in t.cols) + r" \\",
             r"\midrule",
         ]
-        for _, row in group.iterrows():
-            cells = [tex_text(cell(row, c, "±") if wide else compact_cell(row, c)) for c in cols]
-            cells = [r"\textbf{" + t + "}" if row["best"] and is_primary(summary, c) else t
-                     for t, c in zip(cells, cols, strict=True)]  # fmt: skip
-            name = row_label(row) if wide else row["method"] + (f" {WEAK}" if row.get("weak_teacher") else "")
+        for name, cells, bold in t.rows:
+            cells = [r"\textbf{" + tex_text(x) + "}" if b else tex_text(x) for x, b in zip(cells, bold, strict=True)]
             lines.append(tex_text(name) + " & " + " & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}" + ("}" if wide else "")]
-        notes = footnotes(group) + ([] if wide else [compact_note(group, metric)])
-        lines += [r"\par\smallskip{\scriptsize " + tex_text(note) + "}" for note in notes]
+        lines += [r"\par\smallskip{\scriptsize " + tex_text(note) + "}" for note in t.notes]
         lines += [rf"\end{{{env}}}"]
         parts.append("\n".join(lines))
     preamble = "% generated by `bench report`; needs \\usepackage{booktabs,graphicx,array}\n"
