@@ -151,3 +151,26 @@ def create_backbone(name: str, num_classes: int, weights: str = "default") -> Ba
         load_into(model, load_state_dict(path), str(path), classifier)
         origin, digest = f"file:{path.resolve()}", sha256_file(path)
     return Backbone(model, info.arch, origin, cfg["mean"], cfg["std"], cfg["input_size"], cfg["interp"], digest)
+
+
+def create_pretrained(name: str, weights: str = "default") -> Backbone:
+    """`name` with its pretrained weights *and their own classifier* (ImageNet's 1000 classes for the shipped and hub
+    weights): the original network, for methods that keep its outputs (LwF) or read its class scores (Co-Tuning).
+    Random weights give a random network of the architecture's class count. A weights file must hold its classifier;
+    one that lacks it (a headless or feature-only state dict) is refused, naming the key that is missing."""
+    info = backbone_info(name)
+    source = info.default_weights if weights == "default" else weights
+    if source not in ("random", "shipped", "hub"):
+        path = Path(source)
+        state = load_state_dict(path)
+        probe = timm.create_model(info.arch, pretrained=False)
+        classifier = next(n for n, m in probe.named_modules() if m is probe.get_classifier())
+        key = f"{classifier}.weight"
+        if key not in state:
+            raise WeightsError(
+                f"weights file {path} has no classifier ({key}): this method needs the pretrained network's own "
+                "output layer (e.g. ImageNet's 1000 classes); give weights that include it"
+            )
+        return create_backbone(name, int(state[key].shape[0]), weights)
+    cfg = timm.models.get_pretrained_cfg(info.arch)
+    return create_backbone(name, int(getattr(cfg, "num_classes", 0) or 1000), weights)

@@ -6,6 +6,15 @@ from finebench.methods import filter_attention  # noqa: F401 - registers filter-
 from finebench.methods import semantic_pruning  # noqa: F401 - registers semantic-pruning
 from finebench.methods import attention_transfer  # noqa: F401 - registers attention-transfer, kd, at+kd
 from finebench.methods import attention_branch  # noqa: F401 - registers abn
+
+# regularised fine-tuning, the baselines of TLlib's family
+from finebench.methods import l2_sp  # noqa: F401 - registers l2-sp
+from finebench.methods import delta  # noqa: F401 - registers delta
+from finebench.methods import bss  # noqa: F401 - registers bss
+from finebench.methods import lwf  # noqa: F401 - registers lwf
+from finebench.methods import co_tuning  # noqa: F401 - registers co-tuning
+from finebench.methods import stochnorm  # noqa: F401 - registers stochnorm
+from finebench.methods import bi_tuning  # noqa: F401 - registers bi-tuning
 from finebench.methods.base import Context, Method, Source, Stage
 from finebench.methods.registry import METHODS, register_method
 

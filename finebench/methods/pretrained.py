@@ -1,0 +1,112 @@
+"""What the regularised fine-tuning methods share: the pretrained starting point (its weights, a frozen copy, its own
+classifier), the pooled features before the classifier, and a second head kept beside the new one (LwF, Co-Tuning).
+
+A frozen copy holds no trainable parameters and is not part of the trained model, so it is never in the optimiser,
+in the parameter counts or in a checkpoint (it is rebuilt from the same weights by `prepare` on resume); its forward
+runs inside the training step, so its FLOPs are in the step's measured training FLOPs and its time is train time.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from finebench.backbones import create_pretrained
+from finebench.methods.cost import forward_flops
+
+SOURCE_HEAD = "source_head"  # the module name of the original classifier kept beside the new one
+
+
+class TwoHeads(NamedTuple):
+    logits: Tensor  # the new (target) head's class scores: what accuracy is measured on
+    source_logits: Tensor  # the original (source) head's class scores
+    features: Tensor  # the pooled features both heads read
+
+
+def pooled_features(model: nn.Module, x: Tensor) -> Tensor:
+    """(B, D): the features the classifier of a timm CNN reads (after global pooling)."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """`model` in eval mode with every parameter frozen (a fixed reference network)."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    return frozen(copy.deepcopy(model))
+
+
+def starting_point(model: nn.Module, names: Iterable[str]) -> dict[str, Tensor]:
+    """Detached copies of the named parameters (w0: where fine-tuning starts)."""
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().clone() for n in names}
+
+
+def pretrained_network(spec, device: torch.device) -> nn.Module:
+    """The pretrained network with its own classifier (see `create_pretrained`), frozen, on `device`."""
+    return frozen(create_pretrained(spec.backbone, spec.train.weights).model.to(device))
+
+
+def check_source_head(spec, name: str) -> None:
+    """Raise ValueError before any training when the run's weights have no classifier of their own."""
+    from finebench.backbones.weights import WeightsError
+
+    try:
+        if spec.train.weights not in ("default", "random", "shipped", "hub"):
+            create_pretrained(spec.backbone, spec.train.weights)
+    except WeightsError as e:
+        raise ValueError(f"method {name!r}: {e}") from e
+
+
+def attach_source_head(model: nn.Module, head: nn.Module) -> None:
+    """Keep `head` (trainable) beside the model's new classifier, as `model.source_head`."""
+    model.add_module(SOURCE_HEAD, head)
+
+
+def remove_source_head(model: nn.Module) -> nn.Module:
+    """The deployed model: the original head was needed for training only."""
+    if hasattr(model, SOURCE_HEAD):
+        delattr(model, SOURCE_HEAD)
+    return model
+
+
+def two_heads(model: nn.Module, x: Tensor) -> TwoHeads | Tensor:
+    """Both heads' outputs while the source head is attached; the plain model's output once it is removed."""
+    if not hasattr(model, SOURCE_HEAD):
+        return model(x)
+    f = pooled_features(model, x)
+    return TwoHeads(model.get_classifier()(f), getattr(model, SOURCE_HEAD)(f), f)
+
+
+@torch.no_grad()
+def forward_pass(network: nn.Module, batches, fn=None) -> tuple[list[Tensor], list[Tensor]]:
+    """fn(network, x) (default: network(x)) of every batch, and the labels, in order (no gradients)."""
+    outs, labels = [], []
+    for x, y in batches:
+        outs.append((fn or network)(x) if fn is None else fn(network, x))
+        labels.append(y)
+    return outs, labels
+
+
+def charge_pass(ctx, phase: str, network: nn.Module, loader, seconds: float, passes: float = 1.0) -> None:
+    """Charge `passes` forward passes of `network` over `loader`'s images as phase `phase`."""
+    n = loader.num_samples
+    flops = forward_flops(network, ctx.spec.train.resolution, ctx.device) * n * passes
+    ctx.budget.charge(phase, seconds=seconds, samples=int(n * passes), flops=flops)
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *args):
+        self.seconds = time.perf_counter() - self.t0
