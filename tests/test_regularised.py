@@ -27,7 +27,15 @@ from finebench.methods.bi_tuning import (
 )
 from finebench.methods.bss import bss_penalty
 from finebench.methods.co_tuning import category_relationship, soft_cross_entropy
-from finebench.methods.delta import channel_weights, feature_distance, loss_increases, weighted_feature_distance
+from finebench.methods.delta import (
+    chain_start,
+    channel_weights,
+    feature_distance,
+    last_conv,
+    loss_increases,
+    network_tail,
+    weighted_feature_distance,
+)
 from finebench.methods.l2_sp import kernels, l2, l2_sp
 from finebench.methods.lwf import lwf_loss
 from finebench.methods.pretrained import pooled_features
@@ -94,22 +102,65 @@ def test_delta_channel_weights_are_a_softmax_of_z_scored_increases():
 
 
 @pytest.mark.parametrize("arch", ["test_resnet", "test_efficientnet"])
-def test_delta_channel_removal_from_the_layer_on_equals_the_whole_network_with_the_channel_zeroed(arch):
+@pytest.mark.parametrize("taps", ["conv", "output"])
+def test_delta_channel_removal_from_the_block_on_equals_the_whole_network_with_the_channel_zeroed(arch, taps):
     torch.manual_seed(0)
     net = timm.create_model(arch, num_classes=5).eval()
     head = nn.Linear(net.num_features, 3).eval()
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-    layer = net.feature_info[2]["module"]
-    fast = loss_increases(net, head, layer, x, y)
-    module = dict(net.named_modules())[layer]
+    group = net.feature_info[2]["module"]
+    tap = last_conv(net, group) if taps == "conv" else group
+    start = chain_start(net, tap)
+    assert start is not None and network_tail(net, start) is not None  # the fast path is taken, not the fallback
+    assert (start == tap) == (taps == "output")
+    module = dict(net.named_modules())[tap]
+    if taps == "conv":
+        assert isinstance(module, nn.Conv2d) and module.bias is None  # before its BatchNorm: zeroing = no filter
+    fast = loss_increases(net, head, tap, x, y)
     with torch.no_grad():
         base = F.cross_entropy(head(pooled_features(net, x)), y)
-        for j in (0, len(fast) - 1):
+        for j in (0, len(fast) // 2, len(fast) - 1):
             handle = module.register_forward_hook(lambda m, a, o, j=j: o.index_fill(1, torch.tensor([j]), 0.0))
             slow = F.cross_entropy(head(pooled_features(net, x)), y) - base
             handle.remove()
             assert fast[j].item() == pytest.approx(slow.item(), abs=1e-5)
     assert fast.abs().sum() > 0
+
+
+def test_delta_taps_the_authors_convolutions_on_resnet():
+    net = timm.create_model("resnet50", num_classes=3)
+    taps = [last_conv(net, net.feature_info[i]["module"]) for i in range(1, 5)]
+    assert taps == ["layer1.2.conv3", "layer2.3.conv3", "layer3.5.conv3", "layer4.2.conv3"]
+
+
+@pytest.mark.parametrize("reference_bn", ["batch", "moving"])
+def test_delta_term_is_zero_at_the_pretrained_point_unless_the_reference_uses_moving_statistics(reference_bn):
+    from finebench.backbones.stages import stage_map
+    from finebench.methods.base import Context
+    from finebench.methods.cost import BudgetMeter
+    from finebench.methods.delta import Delta, DeltaConfig
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=3)
+    with torch.no_grad():  # moving statistics unlike any batch's, as pretrained ones are on new data
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+    spec = type("Spec", (), {"seed": 0, "train": type("T", (), {"batch_size": 4, "resolution": 32})})()
+    ctx = Context(spec, 3, stage_map(model), BudgetMeter(1, 4), torch.device("cpu"))
+    method = Delta(DeltaConfig(attention="none", reference_bn=reference_bn))
+    model = method.prepare(model, ctx).train()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    term = method.losses(model, (x, y), model(x), ctx)["delta"]
+    if reference_bn == "batch":
+        assert term.item() == 0  # the same weights normalised the same way: nothing has moved
+    else:
+        assert term.item() > 0.1  # the gap between batch and moving statistics alone
+    running = [m.running_mean.clone() for m in method.reference.modules() if isinstance(m, nn.BatchNorm2d)]
+    method.reference(x)
+    after = [m.running_mean for m in method.reference.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.equal(a, b) for a, b in zip(running, after, strict=True))  # the reference stays as it was
+    assert not any(p.requires_grad for p in method.reference.parameters())
 
 
 # --- BSS (Chen et al. 2019: eta * sum_{i<=k} sigma_{-i}^2 of the batch's feature matrix) ---------------------------
@@ -180,6 +231,21 @@ def test_stochnorm_mask_chooses_batch_or_moving_statistics_per_channel():
     assert torch.allclose(bn.running_mean, reference.running_mean)
     assert torch.allclose(bn.running_var, reference.running_var)
     assert int(bn.num_batches_tracked) == 1
+    # gradients: each channel's as its own branch's (the moving branch with the statistics from before the batch)
+    xg = x.clone().requires_grad_(True)
+    probe = nn.BatchNorm2d(3)
+    probe.load_state_dict({**reference.state_dict(), "running_mean": torch.full((3,), 0.5),
+                           "running_var": torch.full((3,), 2.0), "weight": bn.weight.detach()})  # fmt: skip
+    g = torch.randn_like(x)
+    (stoch_batch_norm(xg, probe, torch.tensor([1.0, 0.0, 1.0])) * g).sum().backward()
+    x_batch, x_moving = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    w = bn.weight.detach()
+    (F.batch_norm(x_batch, None, None, w, bn.bias.detach(), True, 0.0, bn.eps) * g).sum().backward()
+    (F.batch_norm(x_moving, torch.full((3,), 0.5), torch.full((3,), 2.0), w, bn.bias.detach(), False, 0.0, bn.eps)
+     * g).sum().backward()  # fmt: skip
+    assert torch.allclose(xg.grad[:, [0, 2]], x_batch.grad[:, [0, 2]], atol=1e-6)
+    assert torch.allclose(xg.grad[:, 1], x_moving.grad[:, 1], atol=1e-6)  # = g * gamma / sqrt(2 + eps)
+    assert torch.allclose(x_moving.grad[:, 1], g[:, 1] * 2.0 / math.sqrt(2.0 + bn.eps), atol=1e-6)
 
 
 def test_stochnorm_layers_keep_their_class_extras_and_deploy_as_the_plain_network():
@@ -279,7 +345,7 @@ def test_each_method_trains_charges_and_deploys_what_it_says(whole):
     assert sorted(whole) == sorted(NEW)
     plain = sum(p.numel() for p in timm.create_model("test_resnet", num_classes=4).parameters())
     for name, r in whole.items():
-        terms = set(r.epochs[0]["losses"])
+        terms = set(r.epochs[-1]["losses"])
         expected = {"l2-sp": {"ce", "l2_sp", "l2_head"}, "delta": {"ce", "delta", "l2_head"}, "bss": {"ce", "bss"},
                     "lwf": {"ce", "lwf"}, "co-tuning": {"ce", "co_tuning"}, "stochnorm": {"ce"},
                     "bi-tuning": {"ce", "ccl", "cce"}}[name]  # fmt: skip
@@ -303,6 +369,7 @@ def test_each_method_trains_charges_and_deploys_what_it_says(whole):
     assert per["bi-tuning"] > 1.2 * per["stochnorm"]  # the key encoder's forward
     assert per["lwf"] > 1.2 * whole["lwf"].cost["train_flops_per_sample"]["warm-up"]  # the warm-up: head only
     assert whole["lwf"].epochs[0]["stage"] == "warm-up" and whole["lwf"].epochs[1]["stage"] == "lwf"
+    assert set(whole["lwf"].epochs[0]["losses"]) == {"ce"}  # the warm-up: L_old is constant and not computed
 
 
 def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_numbers(tmp_path, whole, monkeypatch):
@@ -330,8 +397,25 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_numbers(tmp_pa
     first = run_suite(suite, tmp_path, None, "cpu", Reporter(quiet=True))
     assert len(first.failed) == len(NEW)
     monkeypatch.undo()
+    from finebench.methods.co_tuning import CoTuning
+    from finebench.methods.delta import Delta
+
+    passes = []
+
+    def counted(cls, name):
+        real = getattr(cls, name)
+
+        def wrapper(self, *args):
+            passes.append(name)
+            return real(self, *args)
+
+        monkeypatch.setattr(cls, name, wrapper)
+
+    counted(Delta, "channel_attention")
+    counted(CoTuning, "relationship")
     second = run_suite(suite, tmp_path, None, "cpu", Reporter(quiet=True))
     assert not second.failed
+    assert passes == []  # the passes before training are not made again: their results came from the checkpoint
     resumed = {r.spec["method"]: r for r in ResultStore(tmp_path).records()}
     for name in NEW:
         assert resumed[name].cost["resumes"][0]["after_epoch"] == 1, name

@@ -173,4 +173,8 @@ def create_pretrained(name: str, weights: str = "default") -> Backbone:
             )
         return create_backbone(name, int(state[key].shape[0]), weights)
     cfg = timm.models.get_pretrained_cfg(info.arch)
-    return create_backbone(name, int(getattr(cfg, "num_classes", 0) or 1000), weights)
+    classes = int(getattr(cfg, "num_classes", 1000) if cfg is not None else 1000)
+    if classes <= 0:
+        raise WeightsError(f"backbone {name!r}: its pretrained weights have no classifier (timm's pretrained config "
+                           "says 0 classes); this method needs the pretrained network's own output layer")  # fmt: skip
+    return create_backbone(name, classes, weights)

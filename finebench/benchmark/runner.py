@@ -235,6 +235,10 @@ class Run:
         self.ctx = Context(spec, data.info.num_classes, stage_map(backbone.model), budget, self.device, loaders)
         self.ctx.source_model = self.source_model
         self.ctx.log = self.reporter.print
+        if self.method.trains and (saved := Checkpoints(self.out_dir, spec.run_id).load()) is not None:
+            # a resumed run: the method's state (a relationship, channel weights, queues) is there before `prepare`,
+            # which then need not compute it again
+            self.ctx.state.update(saved[0]["method_state"])
         self.model = to_memory_format(self.charged_prepare(backbone.model).to(self.device), cfg.channels_last)
         budget.flops_per_image = forward_flops(self.model, cfg.resolution, self.device)
         self.stages = self.method.schedule(self.ctx) if self.method.trains else []

@@ -146,10 +146,11 @@ class BiTuning(Method):
         for key in ("temperature", "trade_off"):
             v = getattr(c, key)
             if not isinstance(v, (int, float)) or v < 0 or (key == "temperature" and v == 0):
-                raise ValueError(f"method_config.bi-tuning.{key} must be a number > 0, got {v!r}")
+                bound = "> 0" if key == "temperature" else ">= 0"
+                raise ValueError(f"method_config.bi-tuning.{key} must be a number {bound}, got {v!r}")
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
-        dim = model.num_features
+        dim = model.get_classifier().in_features  # the pooled features' width (num_features may differ)
         model.add_module(PROJECTOR, nn.Linear(dim, self.config.projection_dim))
         self.encoder = Encoder(model)
         c, k, p = ctx.num_classes, self.config.queue_size, self.config.projection_dim

@@ -7,7 +7,8 @@ Fine-tuning of the whole network with a penalty on the smallest singular values 
     L_bss(F) = eta * sum_{i=1..k} sigma_{-i}^2      (the paper's eq. 5; k = 1, eta = 0.001)
 
 sigma_{-i} being the i-th smallest of F's min(B, D) singular values. Total loss: CE + L_bss (logged as `bss`). The
-singular values are computed in float32 (torch.linalg.svdvals, differentiable).
+singular values are computed in float32 (torch.linalg.svdvals, differentiable). An epoch's short last batch gets no
+penalty (the authors' code and TLlib drop it: the smallest singular values of a few images are not those of a batch).
 """
 
 from __future__ import annotations
@@ -68,5 +69,7 @@ class BSS(Method):
 
     def losses(self, model: nn.Module, batch: tuple[Tensor, Tensor], out: Any, ctx: Context) -> dict[str, Tensor]:
         logits, f = out
-        k = min(self.config.k, min(f.shape))  # a last batch smaller than k
-        return {"ce": F.cross_entropy(logits, batch[1]), "bss": self.config.eta * bss_penalty(f, k)}
+        ce = F.cross_entropy(logits, batch[1])
+        if len(f) < ctx.spec.train.batch_size:  # an epoch's short last batch: its smallest singular values are others
+            return {"ce": ce, "bss": f.sum() * 0.0}
+        return {"ce": ce, "bss": self.config.eta * bss_penalty(f, self.config.k)}

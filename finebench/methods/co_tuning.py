@@ -35,7 +35,7 @@ from finebench.methods.pretrained import (
     Timer,
     attach_source_head,
     check_source_head,
-    pretrained_network,
+    original_network,
     remove_source_head,
     two_heads,
 )
@@ -80,7 +80,15 @@ class CoTuning(Method):
         check_source_head(spec, self.name)
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
-        original = pretrained_network(ctx.spec, ctx.device)
+        original = original_network(model, ctx.spec, ctx.device)
+        if "relationship" not in ctx.state:  # a resumed run has it already
+            self.relationship(original, ctx)
+        attach_source_head(model, copy.deepcopy(original.get_classifier()).requires_grad_(True))
+        self.source_classes = int(ctx.state["relationship"].shape[1])
+        return model
+
+    def relationship(self, original: nn.Module, ctx: Context) -> None:
+        """p(y_s | y_t) into ctx.state, charged as `relationship`."""
         loader = ctx.loaders["calibration"]
         with Timer() as t, torch.no_grad():
             probs, labels = [], []
@@ -91,9 +99,6 @@ class CoTuning(Method):
         flops = forward_flops(original, ctx.spec.train.resolution, ctx.device) * n
         ctx.budget.charge("relationship", seconds=t.seconds, samples=n, flops=flops)
         ctx.state["relationship"] = category_relationship(torch.cat(probs), torch.cat(labels), ctx.num_classes)
-        attach_source_head(model, copy.deepcopy(original.get_classifier()).requires_grad_(True))
-        self.source_classes = int(ctx.state["relationship"].shape[1])
-        return model
 
     def forward(self, model: nn.Module, x: Tensor) -> Any:
         return two_heads(model, x)

@@ -12,7 +12,7 @@ L_old = -sum_i y'_o(i) log yhat'_o(i), y'(i) = y(i)^(1/T) / sum_j y(j)^(1/T) = s
 the batch, without a T^2 factor (the authors' code: its gradient is (softmax - target) / T). Defaults as the paper:
 T = 2, lambda_o = 1; the shared trunk, the old head and the new head all train (the R term is the suite's weight
 decay). The paper first trains the new head alone with everything else frozen (its warm-up step), then everything:
-`warmup_epochs` (default 1) of the budget go to the warm-up.
+`warmup_epochs` of the budget go to the warm-up (`auto`, the default: one epoch when the budget has two or more).
 
 Y_o: the paper records the original network's responses once, before training, on the target images. Here a frozen
 copy of the original network computes them on each training batch as it is seen (the same images the heads see; a
@@ -20,8 +20,9 @@ flip of the image changes them a little); its forward is part of every training 
 the run's training cost, as a teacher's are. Deployed model: the network with the new head only (the old head is
 removed by `finalize`; the record's deployed parameter count excludes it).
 
-TLlib's `lwf.py` differs: T = 3, trade-off 4, the old head frozen, no warm-up, targets recorded once on one
-augmented view: `temperature=3 lam=4 train_source_head=false warmup_epochs=0` here.
+TLlib's `lwf.py` differs: T = 3, trade-off 4, the old head frozen, no warm-up (`temperature=3 lam=4
+train_source_head=false warmup_epochs=0` here), and its targets are recorded once, on one augmented view of each image
+(not offered: here they come from the image each step sees).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from finebench.methods.pretrained import (
     SOURCE_HEAD,
     attach_source_head,
     check_source_head,
-    pretrained_network,
+    original_network,
     remove_source_head,
     two_heads,
 )
@@ -56,7 +57,8 @@ def lwf_loss(old_logits: Tensor, recorded_logits: Tensor, temperature: float = 2
 class LwFConfig:
     temperature: float = 2.0  # T of both the recorded and the current old-head responses
     lam: float = 1.0  # lambda_o, the weight of L_old
-    warmup_epochs: int = 1  # epochs of the paper's warm-up (the new head alone) before everything trains
+    # epochs of the paper's warm-up (the new head alone) before everything trains; auto: 1 if the budget has >= 2
+    warmup_epochs: int | str = "auto"
     train_source_head: bool = True  # the old head trains with the trunk (the paper); false keeps it fixed (TLlib)
 
 
@@ -75,8 +77,10 @@ class LwF(Method):
             raise ValueError(f"method_config.lwf.temperature must be > 0, got {c.temperature!r}")
         if not isinstance(c.lam, (int, float)) or c.lam < 0:
             raise ValueError(f"method_config.lwf.lam must be >= 0, got {c.lam!r}")
-        if not isinstance(c.warmup_epochs, int) or c.warmup_epochs < 0:
-            raise ValueError(f"method_config.lwf.warmup_epochs must be an integer >= 0, got {c.warmup_epochs!r}")
+        if c.warmup_epochs != "auto" and (not isinstance(c.warmup_epochs, int) or c.warmup_epochs < 0):
+            raise ValueError(
+                f"method_config.lwf.warmup_epochs must be auto or an integer >= 0, got {c.warmup_epochs!r}"
+            )
         if not isinstance(c.train_source_head, bool):
             raise ValueError(f"method_config.lwf.train_source_head must be true or false, got {c.train_source_head!r}")
 
@@ -88,20 +92,28 @@ class LwF(Method):
 
     def preflight(self, spec, structure) -> None:
         check_source_head(spec, self.name)
-        if self.config.warmup_epochs >= spec.train.epochs:
+        if self.warmup(spec.train.epochs) >= spec.train.epochs:
             n = spec.train.epochs
             raise ValueError(f"method_config.lwf.warmup_epochs={self.config.warmup_epochs} leaves no epoch of the "
                              f"budget ({n}) to train the whole network; use 0..{n - 1}")  # fmt: skip
 
+    def warmup(self, epochs: int) -> int:
+        """Epochs of the warm-up within a budget of `epochs`."""
+        if self.config.warmup_epochs == "auto":
+            return 1 if epochs >= 2 else 0
+        return self.config.warmup_epochs
+
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
-        self.original = pretrained_network(ctx.spec, ctx.device)
+        self.original = original_network(model, ctx.spec, ctx.device)
         attach_source_head(model, copy.deepcopy(self.original.get_classifier()).requires_grad_(True))
+        self.trunk_param = ctx.stages.body[0]
         return model
 
     def schedule(self, ctx: Context) -> list[Stage]:
         source = {f"{SOURCE_HEAD}.{n}" for n, _ in self.original.get_classifier().named_parameters()}
         every = frozenset(ctx.stages.body + ctx.stages.head) | (source if self.config.train_source_head else set())
-        warmup, epochs = self.config.warmup_epochs, ctx.spec.train.epochs
+        epochs = ctx.spec.train.epochs
+        warmup = self.warmup(epochs)
         stages = [Stage("warm-up", warmup, frozenset(ctx.stages.head))] if warmup else []
         return [*stages, Stage(self.name, epochs - warmup, every)]
 
@@ -113,12 +125,17 @@ class LwF(Method):
 
     def losses(self, model: nn.Module, batch: tuple[Tensor, Tensor], out: Any, ctx: Context) -> dict[str, Tensor]:
         x, y = batch
+        if not any(p.requires_grad for p in getattr(model, SOURCE_HEAD).parameters()) and not self.trunk_trains(model):
+            return {"ce": F.cross_entropy(out.logits, y)}  # the warm-up: L_old is constant, nothing to compute
         with torch.no_grad():
             recorded = self.original(x)
         return {
             "ce": F.cross_entropy(out.logits, y),
             "lwf": self.config.lam * lwf_loss(out.source_logits, recorded, self.config.temperature),
         }
+
+    def trunk_trains(self, model: nn.Module) -> bool:
+        return model.get_parameter(self.trunk_param).requires_grad
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         return remove_source_head(model)

@@ -50,9 +50,14 @@ def starting_point(model: nn.Module, names: Iterable[str]) -> dict[str, Tensor]:
     return {n: params[n].detach().clone() for n in names}
 
 
-def pretrained_network(spec, device: torch.device) -> nn.Module:
-    """The pretrained network with its own classifier (see `create_pretrained`), frozen, on `device`."""
-    return frozen(create_pretrained(spec.backbone, spec.train.weights).model.to(device))
+def original_network(model: nn.Module, spec, device: torch.device) -> nn.Module:
+    """The original network, frozen, on `device`: `model` as it is now (the pretrained starting point, before any
+    training) with the pretrained weights' own classifier (see `create_pretrained`) in place of the new one."""
+    head = create_pretrained(spec.backbone, spec.train.weights).model.get_classifier()
+    original = frozen_copy(model)
+    original.reset_classifier(head.out_features)
+    original.get_classifier().load_state_dict(head.state_dict())
+    return frozen(original.to(device))
 
 
 def check_source_head(spec, name: str) -> None:
@@ -60,7 +65,7 @@ def check_source_head(spec, name: str) -> None:
     from finebench.backbones.weights import WeightsError
 
     try:
-        if spec.train.weights not in ("default", "random", "shipped", "hub"):
+        if spec.train.weights != "random":
             create_pretrained(spec.backbone, spec.train.weights)
     except WeightsError as e:
         raise ValueError(f"method {name!r}: {e}") from e

@@ -36,7 +36,9 @@ def stoch_batch_norm(x: Tensor, bn: _BatchNorm, mask: Tensor) -> Tensor:
     if bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    moving = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    # copies: the batch branch updates the moving statistics in place, and the moving branch's backward must see the
+    # statistics its forward used
+    moving = F.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias, False, 0.0, bn.eps)
     batch = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, factor, bn.eps)
     shape = (1, -1) + (1,) * (x.dim() - 2)
     s = mask.to(moving.dtype).view(shape)

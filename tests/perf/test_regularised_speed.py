@@ -1,0 +1,59 @@
+"""A training step of each regularised fine-tuning method (a frozen reference's or key encoder's forward included),
+interleaved with the same step of cut-full (EfficientNet-Lite0, shipped ImageNet weights, 17 classes); ratios in the
+summary of `pytest tests/perf --benchmark-enable`. Passes before training (DELTA's channel attention, Co-Tuning's
+relationship) are not in the step: they are charged once per run, as the records show."""
+
+import pytest
+import torch
+from perf_helpers import interleaved_ratio
+
+from finebench.backbones import create_backbone
+from finebench.backbones.stages import stage_map
+from finebench.benchmark.runner import StepLoop, build_method
+from finebench.benchmark.spec import build_suite
+from finebench.benchmark.suite import expand
+from finebench.methods import Context
+from finebench.methods.cost import BudgetMeter
+
+BATCH, RES, CLASSES = 16, 96, 17
+
+
+class Calibration(list):
+    """A few fixed batches standing in for the unaugmented training split."""
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(y) for _, y in self)
+
+
+def loop_for(method_name: str, **config) -> StepLoop:
+    torch.manual_seed(0)
+    layer = {"methods": method_name, "backbones": "efficientnet_lite0", "datasets": "synthetic", "resolution": RES}
+    spec = expand(build_suite({**layer, "batch_size": BATCH, "method_config": {method_name: config}}))[0]
+    model = create_backbone("efficientnet_lite0", CLASSES).model
+    ctx = Context(spec, CLASSES, stage_map(model), BudgetMeter(1, BATCH), torch.device("cpu"))
+    gen = torch.Generator().manual_seed(1)
+    ctx.loaders["calibration"] = Calibration(
+        (torch.randn(BATCH, 3, RES, RES, generator=gen), torch.arange(BATCH) % CLASSES) for _ in range(2)
+    )
+    if method_name == "delta":  # uniform channel weights: the step is the same, without the pre-pass (charged apart)
+        groups = ctx.stages.groups
+        ctx.state["channel_attention"] = {
+            ctx.stages.stage_modules[i]: torch.full((model.feature_info[i]["num_chs"],), 1.0)
+            / model.feature_info[i]["num_chs"]
+            for i in groups
+        }
+    method = build_method(spec)
+    loop = StepLoop(method, method.prepare(model, ctx), ctx, total_steps=10_000)
+    loop.begin_stage(method.schedule(ctx)[-1])  # LwF: its main stage, not the warm-up
+    loop.begin_epoch()
+    return loop
+
+
+@pytest.mark.benchmark(group="regularised-step")
+@pytest.mark.parametrize("method", ["l2-sp", "delta", "bss", "lwf", "co-tuning", "stochnorm", "bi-tuning"])
+def test_step_vs_cut_full_step(benchmark, method):
+    x, y = torch.randn(BATCH, 3, RES, RES), torch.arange(BATCH) % CLASSES
+    full, other = loop_for("cut-full"), loop_for(method)
+    ratio = interleaved_ratio(benchmark, lambda: full.step(x, y), lambda: other.step(x, y), f"ratio_{method}_over_full")
+    assert ratio > 0 and other.steps >= 1 and len(other.epoch_losses()) >= 1
