@@ -207,7 +207,7 @@ def comparison_figures(runs, summary, records: list[RunRecord], out: Path, repor
                                 styles=styles)  # fmt: skip
             report.written += paths
             lines.append(f"### Accuracy against cost: {title}\n\n![cost]({base.format('cost')}.png)\n\n"
-                         f"Test {PRIMARY[metric][1]} (mean over seeds; error bars: ± one standard deviation over "
+                         f"{PRIMARY[metric][1][0].upper()}{PRIMARY[metric][1][1:]} (mean over seeds; error bars: ± one standard deviation over "
                          "seeds) against the seconds each method took, its charged phases (a teacher's or source "
                          "model's training) included; dashed: the Pareto front.\n")  # fmt: skip
     return "\n## Figures\n\n" + "\n".join(lines) if lines else ""
