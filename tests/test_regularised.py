@@ -90,8 +90,12 @@ def test_delta_weighted_distance_value_and_gradient_by_hand():
     zero.backward()
     assert zero.item() == 0 and same.grad.abs().sum() == 0
     assert feature_distance(fs.detach(), ft).item() == pytest.approx(0.5 * 10)  # TLlib's unweighted variant
-    # a sum over the batch's images, as the authors' code: two copies of the image count twice
-    assert weighted_feature_distance(fs.detach().repeat(2, 1, 1, 1), ft.repeat(2, 1, 1, 1), w).item() == 2.5
+    # over the batch's images: the authors' code sums (two copies of the image count twice), the paper's per-example
+    # term averages (the method's default)
+    two, zeros = fs.detach().repeat(2, 1, 1, 1), ft.repeat(2, 1, 1, 1)
+    assert weighted_feature_distance(two, zeros, w, "sum").item() == 2.5
+    assert weighted_feature_distance(two, zeros, w, "mean").item() == 1.25
+    assert feature_distance(two, zeros, "mean").item() == pytest.approx(0.5 * 10)
 
 
 def test_delta_channel_weights_are_a_softmax_of_z_scored_increases():

@@ -4,10 +4,14 @@ for Convolutional Networks, ICLR 2019): fine-tuning of the whole network with th
     alpha * sum_l sum_j W_lj * ||FM_lj(w, x) - FM_lj(w*, x)||^2  +  beta/2 * ||w_head||^2
 
 FM_lj the j-th channel of layer l's output for the network being trained (w) and for the frozen pretrained network
-(w*), on the same batch. As the authors' code (and TLlib) compute it:
-the squared distance of a channel is averaged over its h*w positions, multiplied by the channel count C_l (so that the
-weights average 1) and by 1/2, and summed over the channels, the layers and the batch's images (a sum, not a mean:
-the term grows with the batch size). alpha = beta = 0.01, the authors' defaults; no weight decay besides these terms.
+(w*), on the same batch. As the authors' code (and TLlib) compute it, the squared distance of a channel is averaged
+over its h*w positions, multiplied by the channel count C_l (so that the weights average 1) and by 1/2, and summed
+over the channels and the layers. alpha = beta = 0.01, the authors' defaults; no weight decay besides these terms.
+
+Over the batch's images the term is averaged (`reduction=mean`): the paper adds the regulariser to each example's
+loss, and the cross-entropy is a mean over the batch. The authors' code sums it over the batch (`reduction=sum`),
+which multiplies its weight by the batch size (32 here): on Flowers-17 with Lite0 at 112 px, lr 0.01, that run
+diverged in its second epoch (the term 1.8e5 in the first epoch, 2.6e24 in the second; val top-1 6 %).
 
 The reference network's BatchNorm layers normalise with the batch's statistics, as the trained network's do in
 training (their moving statistics stay fixed), so the term measures how far the weights have moved (it is 0 at the
@@ -56,18 +60,22 @@ from finebench.methods.registry import register_method
 
 ATTENTION = ("channel", "none")
 TAPS = ("conv", "output")
+REDUCTIONS = ("mean", "sum")
 REFERENCE_BN = ("batch", "moving")
 
 
-def weighted_feature_distance(fs: Tensor, ft: Tensor, weights: Tensor) -> Tensor:
-    """1/2 * sum_b sum_c C * W_c * ||fs_bc - ft_bc||^2 / (h*w): the attention-weighted distance of one layer."""
+def weighted_feature_distance(fs: Tensor, ft: Tensor, weights: Tensor, reduction: str = "sum") -> Tensor:
+    """1/2 * sum_c C * W_c * ||fs_bc - ft_bc||^2 / (h*w) of each image b, summed (or averaged) over the batch: the
+    attention-weighted distance of one layer."""
     d = (fs.float() - ft.float()).pow(2).mean(dim=(2, 3))  # (B, C): per-channel mean over positions
-    return 0.5 * (d * weights.to(d.device).float() * fs.shape[1]).sum()
+    per_image = 0.5 * (d * weights.to(d.device).float() * fs.shape[1]).sum(1)
+    return per_image.mean() if reduction == "mean" else per_image.sum()
 
 
-def feature_distance(fs: Tensor, ft: Tensor) -> Tensor:
-    """1/2 * ||fs - ft||^2, summed over everything (no attention)."""
-    return 0.5 * (fs.float() - ft.float()).pow(2).sum()
+def feature_distance(fs: Tensor, ft: Tensor, reduction: str = "sum") -> Tensor:
+    """1/2 * ||fs_b - ft_b||^2 of each image b (no attention), summed (or averaged) over the batch."""
+    per_image = 0.5 * (fs.float() - ft.float()).pow(2).flatten(1).sum(1)
+    return per_image.mean() if reduction == "mean" else per_image.sum()
 
 
 def channel_weights(increase: Tensor, temperature: float = 5.0) -> Tensor:
@@ -214,6 +222,7 @@ class DeltaConfig:
     head_epochs: int = 10  # epochs of the linear classifier fitted to the pretrained features for that measure
     reference_bn: str = "batch"  # the reference's BatchNorm: batch statistics (as the student) | moving (authors' code)
     taps: str = "conv"  # conv: each group's last convolution, before BatchNorm (authors' code) | output: group outputs
+    reduction: str = "mean"  # over the batch's images: mean (the paper's per-example term) | sum (the authors' code)
 
 
 @register_method
@@ -237,6 +246,8 @@ class Delta(Method):
         if c.reference_bn not in REFERENCE_BN:
             raise ValueError(f"method_config.delta.reference_bn {c.reference_bn!r} is not one of "
                              f"{', '.join(REFERENCE_BN)}")  # fmt: skip
+        if c.reduction not in REDUCTIONS:
+            raise ValueError(f"method_config.delta.reduction {c.reduction!r} is not one of {', '.join(REDUCTIONS)}")
         if c.taps not in TAPS:
             raise ValueError(f"method_config.delta.taps {c.taps!r} is not one of {', '.join(TAPS)}")
         if c.attention not in ATTENTION:
@@ -251,6 +262,8 @@ class Delta(Method):
         notes = []
         if config.get("attention") == "none":
             notes.append("TLlib's feature_map: no channel attention")
+        if config.get("reduction") == "sum":
+            notes.append("the authors' sum over the batch")
         if config.get("taps") == "output":
             notes.append("the groups' outputs tapped")
         if config.get("reference_bn") == "moving":
@@ -312,9 +325,9 @@ class Delta(Method):
         s, t = self.student_tap.outputs, self.reference_tap.outputs
         if self.config.attention == "channel":
             w = ctx.state["channel_attention"]
-            dist = sum(weighted_feature_distance(s[n], t[n], w[n]) for n in self.layers)
+            dist = sum(weighted_feature_distance(s[n], t[n], w[n], self.config.reduction) for n in self.layers)
         else:
-            dist = sum(feature_distance(s[n], t[n]) for n in self.layers)
+            dist = sum(feature_distance(s[n], t[n], self.config.reduction) for n in self.layers)
         params = dict(model.named_parameters())
         return {
             "ce": F.cross_entropy(out, y),

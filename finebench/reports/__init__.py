@@ -206,8 +206,9 @@ def comparison_figures(runs, summary, records: list[RunRecord], out: Path, repor
             paths = cost_figure(contenders, out / base.format("cost"), title, pdf=report.pdf, metric=metric,
                                 styles=styles)  # fmt: skip
             report.written += paths
+            label = PRIMARY[metric][1]
             lines.append(f"### Accuracy against cost: {title}\n\n![cost]({base.format('cost')}.png)\n\n"
-                         f"{PRIMARY[metric][1][0].upper()}{PRIMARY[metric][1][1:]} (mean over seeds; error bars: ± one standard deviation over "
+                         f"{label[0].upper()}{label[1:]} (mean over seeds; error bars: ± one standard deviation over "
                          "seeds) against the seconds each method took, its charged phases (a teacher's or source "
                          "model's training) included; dashed: the Pareto front.\n")  # fmt: skip
     return "\n## Figures\n\n" + "\n".join(lines) if lines else ""
