@@ -14,6 +14,7 @@ from finebench.benchmark.spec import build_suite
 from finebench.benchmark.suite import expand
 from finebench.methods import Context
 from finebench.methods.cost import BudgetMeter
+from finebench.methods.delta import last_conv
 
 BATCH, RES, CLASSES = 16, 96, 17
 
@@ -37,12 +38,10 @@ def loop_for(method_name: str, **config) -> StepLoop:
         (torch.randn(BATCH, 3, RES, RES, generator=gen), torch.arange(BATCH) % CLASSES) for _ in range(2)
     )
     if method_name == "delta":  # uniform channel weights: the step is the same, without the pre-pass (charged apart)
-        groups = ctx.stages.groups
-        ctx.state["channel_attention"] = {
-            ctx.stages.stage_modules[i]: torch.full((model.feature_info[i]["num_chs"],), 1.0)
-            / model.feature_info[i]["num_chs"]
-            for i in groups
-        }
+        convs = [last_conv(model, ctx.stages.stage_modules[i]) for i in ctx.stages.groups]
+        modules = dict(model.named_modules())
+        ctx.state["channel_attention"] = {n: torch.full((modules[n].out_channels,), 1 / modules[n].out_channels)
+                                          for n in convs}  # fmt: skip
     method = build_method(spec)
     loop = StepLoop(method, method.prepare(model, ctx), ctx, total_steps=10_000)
     loop.begin_stage(method.schedule(ctx)[-1])  # LwF: its main stage, not the warm-up
