@@ -46,6 +46,7 @@ PRESETS: dict[str, Preset] = {
                 "method_config": {
                     "semantic-pruning": {"classes": 1, "modes": "nwp", "sweep": [0.3], "control_draws": 0},
                     "filter-attention": {"prune_ratios": [0.05], "control_draws": 1},
+                    "delta": {"attention_batches": 1, "head_epochs": 2},
                 },
             },
             budget="measured on a 2-core AMD EPYC (AVX2): the run 3 min 39 s and the report 21 s for flowers17 with "
