@@ -1,6 +1,7 @@
 """What a new user meets first: the README's commands, damaged records, input checks (issue 15's findings)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,7 +84,10 @@ def test_version_and_methods_with_citations_and_settings(tmp_path):
     for name in METHODS.names():
         block = out.split(f"\n{name}: ", 1)[-1] if not out.startswith(f"{name}: ") else out[len(name) + 2 :]
         block = block.split("\n\n")[0]
-        assert "    paper: " in block and ("arXiv:" in block or "OpenReview" in block), name
+        paper = block.split("    paper: ", 1)[-1].split("\n")[0]
+        # a locator: an arXiv or OpenReview id, or the venue and year of a paper that has neither
+        assert "    paper: " in block, name
+        assert re.search(r"arXiv:|OpenReview|(NeurIPS|ICML|ICLR|CVPR|ECCV) \d{4}", paper), name
         for key, default, meaning in config_keys(METHODS.get(name).Config):
             assert f"{key}={default}" in block and meaning, (name, key)  # every key has its one-line meaning
 
