@@ -17,7 +17,6 @@ import torch
 from torch import Tensor, nn
 
 from finebench.backbones import create_pretrained
-from finebench.methods.cost import forward_flops
 
 SOURCE_HEAD = "source_head"  # the module name of the original classifier kept beside the new one
 
@@ -89,23 +88,6 @@ def two_heads(model: nn.Module, x: Tensor) -> TwoHeads | Tensor:
         return model(x)
     f = pooled_features(model, x)
     return TwoHeads(model.get_classifier()(f), getattr(model, SOURCE_HEAD)(f), f)
-
-
-@torch.no_grad()
-def forward_pass(network: nn.Module, batches, fn=None) -> tuple[list[Tensor], list[Tensor]]:
-    """fn(network, x) (default: network(x)) of every batch, and the labels, in order (no gradients)."""
-    outs, labels = [], []
-    for x, y in batches:
-        outs.append((fn or network)(x) if fn is None else fn(network, x))
-        labels.append(y)
-    return outs, labels
-
-
-def charge_pass(ctx, phase: str, network: nn.Module, loader, seconds: float, passes: float = 1.0) -> None:
-    """Charge `passes` forward passes of `network` over `loader`'s images as phase `phase`."""
-    n = loader.num_samples
-    flops = forward_flops(network, ctx.spec.train.resolution, ctx.device) * n * passes
-    ctx.budget.charge(phase, seconds=seconds, samples=int(n * passes), flops=flops)
 
 
 class Timer:
