@@ -235,10 +235,11 @@ class Run:
         self.ctx = Context(spec, data.info.num_classes, stage_map(backbone.model), budget, self.device, loaders)
         self.ctx.source_model = self.source_model
         self.ctx.log = self.reporter.print
-        if self.method.trains and (saved := Checkpoints(self.out_dir, spec.run_id).load()) is not None:
-            # a resumed run: the method's state (a relationship, channel weights, queues) is there before `prepare`,
-            # which then need not compute it again
-            self.ctx.state.update(saved[0]["method_state"])
+        # the run's last checkpoint, read once: `resume` continues from it, and the method's state (a relationship,
+        # channel weights, queues) is there before `prepare`, which then need not compute it again
+        self.saved = Checkpoints(self.out_dir, spec.run_id).load() if self.method.trains else None
+        if self.saved is not None:
+            self.ctx.state.update(self.saved[0]["method_state"])
         self.model = to_memory_format(self.charged_prepare(backbone.model).to(self.device), cfg.channels_last)
         budget.flops_per_image = forward_flops(self.model, cfg.resolution, self.device)
         self.stages = self.method.schedule(self.ctx) if self.method.trains else []
@@ -457,7 +458,7 @@ class Run:
         """Continue from the run's last checkpoint, if it has one: the stages and optimisers of the finished
         epochs are set up again (so the optimiser's parameter groups match), then the model, optimiser, step count,
         budget meter and random states are loaded. Returns (history, best, best weights, started) or None."""
-        loaded = checkpoints.load()
+        loaded = self.saved  # read by `setup`
         if loaded is None:
             return None
         state, best_state = loaded
