@@ -28,16 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from finebench.methods.base import Context, Method
+from finebench.methods.base import Context
 from finebench.methods.cost import forward_flops
 from finebench.methods.pretrained import (
     SOURCE_HEAD,
+    SourceHeadMethod,
     Timer,
     attach_source_head,
     check_source_head,
     original_network,
-    remove_source_head,
-    two_heads,
 )
 from finebench.methods.registry import register_method
 
@@ -64,7 +63,7 @@ class CoTuningConfig:
 
 
 @register_method
-class CoTuning(Method):
+class CoTuning(SourceHeadMethod):
     """Fine-tuning that also trains the original head on target labels translated into source-class probabilities."""
 
     name = "co-tuning"
@@ -100,12 +99,6 @@ class CoTuning(Method):
         ctx.budget.charge("relationship", seconds=t.seconds, samples=n, flops=flops)
         ctx.state["relationship"] = category_relationship(torch.cat(probs), torch.cat(labels), ctx.num_classes)
 
-    def forward(self, model: nn.Module, x: Tensor) -> Any:
-        return two_heads(model, x)
-
-    def logits(self, out: Any) -> Tensor:
-        return out.logits if isinstance(out, tuple) else out
-
     def losses(self, model: nn.Module, batch: tuple[Tensor, Tensor], out: Any, ctx: Context) -> dict[str, Tensor]:
         y = batch[1]
         rel = ctx.state["relationship"]
@@ -115,9 +108,6 @@ class CoTuning(Method):
             "ce": F.cross_entropy(out.logits, y),
             "co_tuning": self.config.lam * soft_cross_entropy(out.source_logits, rel[y]),
         }
-
-    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        return remove_source_head(model)
 
     def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
         rel = ctx.state["relationship"].cpu()

@@ -35,14 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from finebench.methods.base import Context, Method, Stage
+from finebench.methods.base import Context, Stage
 from finebench.methods.pretrained import (
     SOURCE_HEAD,
+    SourceHeadMethod,
     attach_source_head,
     check_source_head,
     original_network,
-    remove_source_head,
-    two_heads,
 )
 from finebench.methods.registry import register_method
 
@@ -63,7 +62,7 @@ class LwFConfig:
 
 
 @register_method
-class LwF(Method):
+class LwF(SourceHeadMethod):
     """Fine-tuning that keeps the original head's outputs close to the pretrained network's on the target images."""
 
     name = "lwf"
@@ -117,12 +116,6 @@ class LwF(Method):
         stages = [Stage("warm-up", warmup, frozenset(ctx.stages.head))] if warmup else []
         return [*stages, Stage(self.name, epochs - warmup, every)]
 
-    def forward(self, model: nn.Module, x: Tensor) -> Any:
-        return two_heads(model, x)
-
-    def logits(self, out: Any) -> Tensor:
-        return out.logits if isinstance(out, tuple) else out
-
     def losses(self, model: nn.Module, batch: tuple[Tensor, Tensor], out: Any, ctx: Context) -> dict[str, Tensor]:
         x, y = batch
         if not any(p.requires_grad for p in getattr(model, SOURCE_HEAD).parameters()) and not self.trunk_trains(model):
@@ -136,9 +129,6 @@ class LwF(Method):
 
     def trunk_trains(self, model: nn.Module) -> bool:
         return model.get_parameter(self.trunk_param).requires_grad
-
-    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        return remove_source_head(model)
 
     def extras(self, model: nn.Module, ctx: Context) -> dict[str, Any]:
         return {"source_head": {"classes": int(self.original.get_classifier().out_features),

@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from finebench.backbones import create_pretrained
+from finebench.methods.base import Method
 
 SOURCE_HEAD = "source_head"  # the module name of the original classifier kept beside the new one
 
@@ -88,6 +89,20 @@ def two_heads(model: nn.Module, x: Tensor) -> TwoHeads | Tensor:
         return model(x)
     f = pooled_features(model, x)
     return TwoHeads(model.get_classifier()(f), getattr(model, SOURCE_HEAD)(f), f)
+
+
+class SourceHeadMethod(Method):
+    """A method that trains the original head beside the new one (`prepare` attaches it): both heads' outputs while
+    training, accuracy from the new head, the original removed for deployment."""
+
+    def forward(self, model: nn.Module, x: Tensor) -> Any:
+        return two_heads(model, x)
+
+    def logits(self, out: Any) -> Tensor:
+        return out.logits if isinstance(out, tuple) else out
+
+    def finalize(self, model: nn.Module, ctx) -> nn.Module:
+        return remove_source_head(model)
 
 
 class Timer:
