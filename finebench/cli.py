@@ -253,15 +253,32 @@ def cmd_list(args) -> int:
                 print(f"{'':<{width}}           {entry.factory().facts}")
         else:
             print(f"{entry.name:<{width}}  {entry.description}")
+            if args.what == "backbones" and args.verbose:
+                print("\n".join(f"{'':<{width}}  {line}" for line in describe_stages(entry.name)))
     if args.what == "backbones":
         print(f"{'(any timm name)':<{width}}  other timm CNNs, with --weights PATH, hub weights when online, or random")
     return 0
 
 
+def describe_stages(name: str) -> list[str]:
+    """A backbone's stages as `cut-stage`, `freeze_stages` and the cut levels count them (built with random weights)."""
+    from finebench.backbones import create_backbone
+    from finebench.backbones.stages import stage_map
+
+    model = create_backbone(name, 2, "random").model
+    stages = stage_map(model)
+    sizes = dict(model.named_parameters())
+    lines = []
+    for i, (names, module) in enumerate(zip(stages.stages, stages.stage_modules, strict=True)):
+        count = sum(sizes[n].numel() for n in names)
+        lines.append(f"stage {i} (-{len(stages.stages) - i}): up to {module}, {count:,} parameters")
+    return lines
+
+
 def describe_method(name: str) -> list[str]:
     """A method's `bench list methods -v` entry: description, citation, then each config key with its default."""
     from finebench.methods import METHODS
-    from finebench.methods.base import config_keys
+    from finebench.methods.base import OptimOptions, config_keys
 
     entry = METHODS.entry(name)
     cls = entry.factory
@@ -273,6 +290,8 @@ def describe_method(name: str) -> list[str]:
         lines.append(f"    settings (method_config.{name}.KEY=VALUE):")
         width = max(len(f"{k}={d}") for k, d, _ in keys)
         lines += [f"      {f'{k}={d}':<{width}}  {m}".rstrip() for k, d, m in keys]
+    common = config_keys(OptimOptions)
+    lines.append("    learning-rate options (every method): " + ", ".join(f"{k}={d}" for k, d, _ in common))
     return lines
 
 

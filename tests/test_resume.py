@@ -47,7 +47,7 @@ def records(out):
     return found
 
 
-SUITE = ["--methods", "cut-full,filter-attention", "--dataset", "synthetic:4x16", "--backbone", "test_resnet",
+SUITE = ["--methods", "cut-full,filter-attention,lora", "--dataset", "synthetic:4x16", "--backbone", "test_resnet",
          "--weights", "random", "--epochs", "4", "--resolution", "32", "--batch-size", "8", "--seeds", "0",
          "--quiet", "method_config.filter-attention.schedule=FAAB"]  # fmt: skip
 
@@ -68,26 +68,29 @@ def whole(tmp_path_factory):
 
 # 8 steps per epoch: step:13 is mid-epoch 2 of the first run, step:40 mid-epoch 1 of the second (after the first
 # run's record); checkpoint-write:3 kills while the third checkpoint is written; record-write:1 while the first
-# run's record is written (its checkpoints are all there, so it resumes straight to its final evaluation)
-@pytest.mark.parametrize("crash", ["step:13", "step:40", "checkpoint-write:3", "record-write:1"])
-def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_numbers(tmp_path, whole, crash):
+# run's record is written (its checkpoints are all there, so it resumes straight to its final evaluation); step:75
+# is mid-epoch 2 of the third run, LoRA, whose peft layers must come back from its checkpoint
+@pytest.mark.parametrize(("crash", "interrupted"), [("step:13", "cut-full"), ("step:40", None),
+                                                    ("checkpoint-write:3", "cut-full"), ("record-write:1", "cut-full"),
+                                                    ("step:75", "lora")])  # fmt: skip
+def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_numbers(tmp_path, whole, crash, interrupted):
     out = tmp_path / "res"
     killed = bench(out, crash)
     assert killed.returncode == -9, killed.stderr  # really killed by SIGKILL, no handler ran
     before = set(records(out))  # the store parses after the kill
-    assert len(before) < 2
+    assert len(before) < 3
     resumed = bench(out)
     assert resumed.returncode == 0, resumed.stderr
     after = records(out)
     assert set(after) == set(whole)
     for run_id, record in whole.items():
         assert numbers(after[run_id].to_dict()) == numbers(record.to_dict()), run_id
-    if crash != "step:40":  # the first run was interrupted after a checkpoint: it resumed, and says so
-        interrupted = next(r for r in after.values() if r.spec["method"] == "cut-full")
-        assert interrupted.cost["resumes"][0]["after_epoch"] >= 1
+    if interrupted:  # the run was interrupted after a checkpoint: it resumed, and says so
+        run = next(r for r in after.values() if r.spec["method"] == interrupted)
+        assert run.cost["resumes"][0]["after_epoch"] >= 1
     assert not list((out / "checkpoints").glob("*/*.pt"))  # spent checkpoints are removed once recorded
     again = bench(out)  # finished runs are skipped, never repeated
-    assert "0 run(s) recorded, 2 skipped" in again.stdout
+    assert "0 run(s) recorded, 3 skipped" in again.stdout
     assert set(records(out)) == set(whole)
 
 

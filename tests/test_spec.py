@@ -30,7 +30,7 @@ def test_flags_yaml_and_overrides_give_the_same_runs(tmp_path):
     assert len(ids) == 4 and len(set(ids)) == 4
     assert ids == [r.run_id for r in from_flags] == [r.run_id for r in from_overrides]
     full = [r for r in from_yaml if r.method == "cut-full"][0]
-    assert full.method_config == {"freeze_bn": True, "freeze_stages": 0}
+    assert full.method_config == {"freeze_bn": True, "freeze_stages": 0, "head_lr_scale": 1.0, "layer_decay": 1.0}
     assert full.train.resolution == 160  # resolved from the backbone's pretrained_cfg
 
 
@@ -116,12 +116,14 @@ def test_config_fields_added_later_keep_the_ids_of_the_runs_they_do_not_change()
 
     from finebench.benchmark.spec import SPEC_VERSION, identity_train
     from finebench.methods import METHODS
+    from finebench.methods.base import OPTIM_DEFAULTS
     from finebench.reports.frame import method_label
 
     def old_id(spec):
         d = spec.to_dict()
         d["train"] = identity_train(d["train"])
-        d["method_config"] = {k: v for k, v in d["method_config"].items() if k not in METHODS.get(spec.method).LATER}
+        later = {**METHODS.get(spec.method).LATER, **OPTIM_DEFAULTS}  # the learning-rate options came later too
+        d["method_config"] = {k: v for k, v in d["method_config"].items() if k not in later}
         payload = json.dumps({"v": SPEC_VERSION, **d}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

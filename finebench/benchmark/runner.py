@@ -28,12 +28,21 @@ from finebench.benchmark.env import environment, git_commit
 from finebench.benchmark.precision import FP32, Precision, cudnn_state, make_precision, set_cudnn, to_memory_format
 from finebench.benchmark.progress import Reporter, Stopwatch, epoch_line
 from finebench.benchmark.spec import RunSpec
-from finebench.benchmark.train import apply_modes, evaluate, lr_factor, make_optimizer, set_trainable, train_step
+from finebench.benchmark.train import (
+    apply_modes,
+    evaluate,
+    lr_factor,
+    lr_groups,
+    make_optimizer,
+    set_trainable,
+    train_step,
+)
 from finebench.core.atomic import atomic_write
 from finebench.datasets import build_dataset
 from finebench.datasets.cache import cached_images
 from finebench.datasets.split import cap_per_class, make_split
 from finebench.methods import METHODS, Context, Method, Source, Stage
+from finebench.methods.base import optim_options, own_config
 from finebench.methods.cost import BudgetMeter, forward_flops, reset_peak_memory, step_flops
 from finebench.results import predictions
 from finebench.results.faults import crash_point
@@ -77,7 +86,7 @@ def now() -> str:
 
 def build_method(spec: RunSpec) -> Method:
     cls = METHODS.get(spec.method)
-    return cls(cls.Config(**spec.method_config))
+    return cls(cls.Config(**own_config(spec.method_config)))
 
 
 def source_spec(run: RunSpec, source: Source) -> RunSpec:
@@ -90,7 +99,8 @@ def source_spec(run: RunSpec, source: Source) -> RunSpec:
     seed = run.seed if source.seed is None else source.seed
     if train.split_seed == "seed" and seed != run.seed:
         train = dataclasses.replace(train, split_seed=run.seed)
-    config = dataclasses.asdict(cls.Config(**(source.config or {})))
+    given = source.config or {}
+    config = dataclasses.asdict(cls.Config(**own_config(given))) | dataclasses.asdict(optim_options(given))
     return RunSpec(source.method, config, run.dataset, source.backbone or run.backbone, seed, train)
 
 
@@ -135,6 +145,7 @@ class StepLoop:
         total_steps: int,
         precision: Precision = FP32,
         flops: dict[Stage, float] | None = None,
+        stages: list[Stage] | None = None,
     ) -> None:
         self.method, self.model, self.ctx, self.total_steps = method, model, ctx, total_steps
         self.precision = precision
@@ -143,6 +154,9 @@ class StepLoop:
         self.stage: Stage | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.steps = 0
+        self.options = optim_options(ctx.spec.method_config)  # head_lr_scale, layer_decay
+        self.stages = stages or []  # the whole schedule: where a stage with its own lr schedule starts
+        self.lr = ctx.spec.train.lr  # the base learning rate of the last step (before any group's lr_scale)
         self.sums: dict[str, torch.Tensor] = {}
         self.seen = 0
 
@@ -150,15 +164,17 @@ class StepLoop:
         """Set trainable parameters and an optimiser for `stage` (no-op when it is already the current one)."""
         if stage is not self.stage:
             params = set_trainable(self.model, stage)
+            wd = self.cfg.weight_decay if stage.weight_decay is None else stage.weight_decay
+            head, (ld, hs) = self.ctx.stages.head, (self.options.layer_decay, self.options.head_lr_scale)
             if self.optimizer is None or stage.fresh_optimizer:
                 name = stage.optimizer or self.cfg.optimizer
-                wd = self.cfg.weight_decay if stage.weight_decay is None else stage.weight_decay
-                self.optimizer = make_optimizer(name, params, self.cfg.lr, self.cfg.momentum, wd)
+                groups = lr_groups(self.model, params, head, ld, hs, wd)
+                self.optimizer = make_optimizer(name, groups, self.cfg.lr, self.cfg.momentum, wd)
             else:  # continue: frozen parameters get no gradient, so the optimiser skips them
                 known = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
                 new = [p for p in params if id(p) not in known]
-                if new:
-                    self.optimizer.add_param_group({"params": new})
+                for group in lr_groups(self.model, new, head, ld, hs, wd) if new else []:
+                    self.optimizer.add_param_group(group)
             self.stage = stage
         apply_modes(self.model, stage)
 
@@ -168,10 +184,10 @@ class StepLoop:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         base = self.stage.lr if self.stage.lr is not None else self.cfg.lr
-        factor = 1.0 if self.stage.constant_lr else lr_factor(self.cfg.scheduler, self.steps, self.total_steps)
-        lr = base * self.stage.lr_scale * factor
+        factor = 1.0 if self.stage.constant_lr else lr_factor(self.cfg.scheduler, *self.schedule_position())
+        lr = self.lr = base * self.stage.lr_scale * factor
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         terms = train_step(self.method, self.model, (x, y), self.optimizer, self.ctx, self.precision)
         n = len(y)
         for k, v in terms.items():
@@ -179,6 +195,19 @@ class StepLoop:
         self.seen += n
         self.steps += 1
         self.ctx.budget.step(n, self.watch.lap(), self.flops.get(self.stage, 0.0))
+
+    def schedule_position(self) -> tuple[int, int]:
+        """(step, steps) of the suite's learning-rate schedule: over the whole run, or over the current stage's own
+        epochs when it restarts the schedule (`Stage.own_schedule`)."""
+        if not self.stage.own_schedule:
+            return self.steps, self.total_steps
+        per_epoch = self.total_steps // max(self.cfg.epochs, 1)
+        start = 0
+        for s in self.stages:
+            if s is self.stage:
+                return self.steps - start, s.epochs * per_epoch
+            start += s.epochs * per_epoch
+        raise ValueError(f"stage {self.stage.name!r} with its own schedule is not in the run's schedule")
 
     def epoch_losses(self) -> dict[str, float]:
         """Sample-weighted mean of each loss term over the epoch (one device sync per epoch, not per step)."""
@@ -240,6 +269,8 @@ class Run:
         self.saved = Checkpoints(self.out_dir, spec.run_id).load() if self.method.trains else None
         if self.saved is not None:
             self.ctx.state.update(self.saved[0]["method_state"])
+        # the plain network (backbone and new classifier), against which a method's deployed parameters are extra
+        self.plain_params = sum(p.numel() for p in backbone.model.parameters())
         self.model = to_memory_format(self.charged_prepare(backbone.model).to(self.device), cfg.channels_last)
         budget.flops_per_image = forward_flops(self.model, cfg.resolution, self.device)
         self.stages = self.method.schedule(self.ctx) if self.method.trains else []
@@ -373,7 +404,7 @@ class Run:
         history: list[dict[str, Any]] = []
         best: dict[str, Any] | None = None
         best_state = None
-        loop = StepLoop(method, model, ctx, total_steps, self.precision, self.stage_flops)
+        loop = StepLoop(method, model, ctx, total_steps, self.precision, self.stage_flops, self.stages)
         checkpoints = Checkpoints(self.out_dir, spec.run_id)
         if method.trains and (resumed := self.resume(checkpoints, loop)) is not None:
             history, best, best_state, started = resumed
@@ -393,7 +424,7 @@ class Run:
                 "stage": stage.name,
                 "losses": losses,
                 "val": val,
-                "lr": loop.optimizer.param_groups[0]["lr"],
+                "lr": loop.lr,  # the base rate of the epoch's last step (groups may scale it: layer_decay...)
                 "samples": budget.samples,
                 "train_seconds": train_seconds,
                 "elapsed": budget.elapsed(),
@@ -507,14 +538,22 @@ class Run:
         params = self.param_counts()
         if method.keep_model:
             self.artifacts["model"] = self.save_model(best_state)
+        charged_before = sum(c.seconds for c in ctx.budget.charges.values())
         if type(method).finalize is not Method.finalize:
-            model = method.finalize(model, ctx)
+            ctx.validate = lambda m: self.evaluate(m, self.loaders["val"])
+            try:
+                model = method.finalize(model, ctx)
+            finally:
+                ctx.validate = None
             best["val_finalized"] = self.evaluate(model, self.loaders["val"])
+        # a phase finalize charged itself (WiSE-FT's search on val) is in the charges, not in the own seconds too
+        finalize_charged = sum(c.seconds for c in ctx.budget.charges.values()) - charged_before
         test = self.evaluate(model, self.test_loader, predictions=True)
         best["test_predictions"] = predictions.encode(test.pop("pred"), test.pop("target"), test.pop("top3_hit"))
         best["test"] = test
         self.model = model
         params["deployed"] = sum(p.numel() for p in model.parameters())  # after finalize (folding, pruning)
+        params["plain"] = self.plain_params
         ctx.budget.eval_seconds += time.perf_counter() - t_eval
         test_loader = self.test_loader
 
@@ -525,7 +564,7 @@ class Run:
         def sample(split: str, n: int):
             return {"val": self.loaders["val"], "test": test_loader}[split].sample(n)
 
-        total_seconds = ctx.budget.elapsed()  # training, evaluation and finalize: the cost of the method's model
+        total_seconds = ctx.budget.elapsed() - finalize_charged  # training, evaluation and finalize
         ctx.evaluate, ctx.sample, ctx.save_arrays = post_selection_eval, sample, self.save_arrays
         t_analysis = time.perf_counter()
         extras = method.extras(model, ctx)

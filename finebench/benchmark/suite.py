@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 import time
 import traceback
@@ -22,6 +23,7 @@ from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec, build_config
 from finebench.datasets import build_dataset, check_name
 from finebench.datasets.cache import cached_images, check_room
 from finebench.methods import METHODS
+from finebench.methods.base import OPTIM_DEFAULTS, OptimOptions
 from finebench.results.lock import RunLock
 from finebench.results.queue import note_queued
 from finebench.results.store import ResultStore
@@ -49,9 +51,25 @@ def unselected_configs(suite: SuiteSpec) -> list[str]:
 
 
 def method_config(name: str, overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A method's resolved config: its own keys, then the learning-rate options every method takes (OptimOptions)."""
     cls = METHODS.get(name)
-    cfg = build_config(cls.Config, overrides.get(name, {}), f"method_config.{name}")
-    return dataclasses.asdict(cfg)
+    given = dict(overrides.get(name, {}))
+    where = f"method_config.{name}"
+    common = {k: given.pop(k) for k in OPTIM_DEFAULTS if k in given}
+    try:
+        cfg = build_config(cls.Config, given, where)
+    except SpecError as e:
+        if "unknown key" in str(e):  # name the options every method takes among the valid keys
+            raise SpecError(f"{e}; and for every method: {', '.join(OPTIM_DEFAULTS)}") from e
+        raise
+    options = build_config(OptimOptions, common, where)
+    if not (math.isfinite(options.head_lr_scale) and options.head_lr_scale > 0):
+        raise SpecError(f"{where}.head_lr_scale: must be a positive number (10: ten times the learning rate on the "
+                        f"new classifier), got {options.head_lr_scale}")  # fmt: skip
+    if not 0 < options.layer_decay <= 1:
+        raise SpecError(f"{where}.layer_decay: must be in (0, 1] (1: off; 0.75: each layer down trains at 0.75 x "
+                        f"the next one's rate), got {options.layer_decay}")  # fmt: skip
+    return dataclasses.asdict(cfg) | dataclasses.asdict(options)
 
 
 def expand(suite: SuiteSpec) -> list[RunSpec]:

@@ -111,7 +111,53 @@ def apply_modes(model: nn.Module, stage: Stage) -> None:
             module.eval()
 
 
-def make_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float, wd: float):
+def lr_groups(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    head: Iterable[str],
+    layer_decay: float = 1.0,
+    head_lr_scale: float = 1.0,
+    weight_decay: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Optimiser parameter groups of `params`, each with an `lr_scale` that the runner multiplies into the learning
+    rate: layer l steps before the output at layer_decay^l, the layers as timm's `param_groups_layer_decay` finds
+    them (the model's `group_matcher`); the parameters named in `head` (the new classifier) at head_lr_scale times
+    their layer's scale. Every group keeps the suite's weight decay (timm's helper would drop it for biases and
+    normalisation weights). One group with scale 1 when both options are off."""
+    head = set(head)
+    chosen = {id(p) for p in params}
+    names = {id(p): n for n, p in model.named_parameters()}
+    if layer_decay == 1.0:
+        layers = [(1.0, list(params))]
+    else:
+        if not hasattr(model, "group_matcher"):
+            raise ValueError(f"layer_decay needs a timm model with a group_matcher; {type(model).__name__} has none")
+        from timm.optim import param_groups_layer_decay
+
+        flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        for p in model.parameters():  # timm's helper groups the trainable parameters: exactly `params`
+            p.requires_grad_(id(p) in chosen)
+        try:
+            timm_groups = param_groups_layer_decay(
+                model, weight_decay=weight_decay, layer_decay=layer_decay, weight_decay_exclude_1d=False
+            )
+        finally:
+            for n, p in model.named_parameters():
+                p.requires_grad_(flags[n])
+        merged: dict[float, list[nn.Parameter]] = {}
+        for g in timm_groups:
+            merged.setdefault(float(g["lr_scale"]), []).extend(g["params"])
+        layers = sorted(merged.items())
+    out = []
+    for scale, group in layers:
+        body = [p for p in group if names[id(p)] not in head]
+        top = [p for p in group if names[id(p)] in head]
+        out += [{"params": body, "lr_scale": scale}] if body else []
+        out += [{"params": top, "lr_scale": scale * head_lr_scale}] if top else []
+    return out
+
+
+def make_optimizer(name: str, params: list, lr: float, momentum: float, wd: float):
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
     if name == "adamw":

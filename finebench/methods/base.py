@@ -49,6 +49,7 @@ class Stage:
     constant_lr: bool = False  # True: the stage's lr throughout, not the suite's schedule
     fresh_optimizer: bool = True
     optimizer: str | None = None  # None: the suite's optimiser
+    own_schedule: bool = False  # True: the suite's schedule (cosine) runs over this stage's epochs, restarting
 
 
 @dataclass
@@ -77,6 +78,9 @@ class Context:
     # record (attention maps for figures, say).
     sample: Any = None
     save_arrays: Any = None
+    # Set during `finalize` only: validate(model) -> val metrics (as the runner computes them), for a choice a method
+    # makes on val after selection (WiSE-FT's mixing weight). Test is never reachable through it.
+    validate: Any = None
     # log(text): a line on the run's output (an estimate before a long analysis, say); None: nowhere
     log: Any = None
 
@@ -141,6 +145,32 @@ class NoConfig:
     pass
 
 
+@dataclass(frozen=True)
+class OptimOptions:
+    """Learning-rate options every method accepts beside its own config (`method_config.<method>.<key>`): part of
+    the run's spec, of its id (when not the default) and of its table label. The runner applies them to whatever
+    each stage trains."""
+
+    # learning rate of the new classifier (the backbone's head) times this (TLlib's fine-tuning recipes: 10)
+    head_lr_scale: float = 1.0
+    # layer-wise learning-rate decay: the layer l steps before the output trains at lr x layer_decay^l, the layers
+    # as timm's `param_groups_layer_decay` groups them (the model's own `group_matcher`); 1: off
+    layer_decay: float = 1.0
+
+
+OPTIM_DEFAULTS: dict[str, Any] = {"head_lr_scale": 1.0, "layer_decay": 1.0}
+
+
+def optim_options(config: Mapping[str, Any]) -> OptimOptions:
+    """The learning-rate options of a resolved method config (their defaults where it has none)."""
+    return OptimOptions(**{k: config[k] for k in OPTIM_DEFAULTS if k in config})
+
+
+def own_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved method config without the learning-rate options: what the method's own Config takes."""
+    return {k: v for k, v in config.items() if k not in OPTIM_DEFAULTS}
+
+
 class Method:
     name: ClassVar[str] = ""
     citation: ClassVar[str] = ""  # authors: title, venue year, arXiv/DOI (shown by `bench list methods -v`)
@@ -164,12 +194,14 @@ class Method:
     def identity(cls, config: dict[str, Any]) -> dict[str, Any]:
         """The part of a resolved config that identifies a run (its run id): later fields at their legacy value
         are left out."""
-        return {k: v for k, v in config.items() if not (k in cls.LATER and _same(v, cls.LATER[k]))}
+        later = {**OPTIM_DEFAULTS, **cls.LATER}  # the learning-rate options came later than every method
+        return {k: v for k, v in config.items() if not (k in later and _same(v, later[k]))}
 
     @classmethod
     def legacy(cls, config: dict[str, Any]) -> dict[str, Any]:
         """A recorded config with the fields it predates filled in with what its run did (their legacy value)."""
-        return {**{k: v for k, v in cls.LATER.items() if k not in config}, **config}
+        later = {**OPTIM_DEFAULTS, **cls.LATER}
+        return {**{k: v for k, v in later.items() if k not in config}, **config}
 
     @classmethod
     def note(cls, config: dict[str, Any]) -> str | None:

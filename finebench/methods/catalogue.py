@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from finebench.methods.base import OptimOptions
 from finebench.methods.filter_attention import parse_schedule
 from finebench.methods.registry import METHODS
 
@@ -15,7 +16,9 @@ class MethodCatalogue:
         return METHODS.names()
 
     def defaults(self, method: str) -> dict[str, Any] | None:
-        return dataclasses.asdict(METHODS.get(method).Config()) if method in METHODS else None
+        if method not in METHODS:
+            return None
+        return dataclasses.asdict(METHODS.get(method).Config()) | dataclasses.asdict(OptimOptions())
 
     def legacy(self, method: str, config: dict[str, Any]) -> dict[str, Any]:
         return METHODS.get(method).legacy(config) if method in METHODS else config

@@ -1,7 +1,9 @@
 """Level of cut: classic fine-tuning where only the layers after a cut point train (the baseline family).
 
 `fc` trains the classifier only, `last` the last stage + classifier, `last2` the last two stages + classifier,
-`full` everything. Stages come from the backbone's timm `feature_info` (see finebench.backbones.stages). Frozen
+`full` everything; `cut-stage` trains exactly one stage k and the classifier (surgical fine-tuning, Lee et al.,
+ICLR 2023), for any k, so that one can ask which single block matters. Stages come from the backbone's timm
+`feature_info` (see finebench.backbones.stages; `bench list backbones -v` lists them). Frozen
 layers keep BatchNorm in eval mode; `freeze_bn=True` keeps every BatchNorm in eval mode, and `freeze_stages=N` keeps
 the first N stages (the stem counts as one) frozen whatever the cut: the attention-transfer paper's CUB setting
 (Table 4: BN fixed, the first group frozen) is `freeze_stages=2 freeze_bn=true`, for the student baseline and, passed
@@ -98,3 +100,55 @@ class CutFull(LevelOfCut):
     name = "cut-full"
     level = "full"
     keep_model = True  # the source that semantic pruning prunes and the teachers of distillation methods
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    # the one stage that trains with the classifier: 0 the first (the stem's), -1 the last (`bench list backbones
+    # -v` shows each backbone's); Lee et al. find the first block best for input-level shifts, the last for
+    # output-level ones
+    stage: int = 1
+    freeze_bn: bool = False  # every BatchNorm in eval mode, the trained stage's included
+
+
+def stage_parameters(stages: StageMap, k: int) -> frozenset[str]:
+    """Parameter names that train when only stage k (negative: from the end) and the head train."""
+    n = len(stages.stages)
+    if not -n <= k < n:
+        raise ValueError(f"stage={k}: the backbone has {n} stages; use 0..{n - 1} (or -{n}..-1 from the end)")
+    return frozenset(stages.stages[k] + stages.head)
+
+
+@register_method
+class CutStage(Method):
+    """Fine-tune exactly one stage (any k) and the classifier; the rest stays frozen, its BatchNorm in eval mode."""
+
+    name = "cut-stage"
+    citation = (
+        "Lee, Chen, Tajwar, Kumar, Yao, Liang, Finn: Surgical Fine-Tuning Improves Adaptation to Distribution "
+        "Shifts, ICLR 2023, arXiv:2210.11466"
+    )
+    Config = StageConfig
+
+    def __init__(self, config: StageConfig) -> None:
+        super().__init__(config)
+        if not isinstance(config.stage, int) or isinstance(config.stage, bool):
+            raise ValueError(f"method_config.cut-stage.stage must be an integer, got {config.stage!r}")
+        if not isinstance(config.freeze_bn, bool):
+            raise ValueError(f"method_config.cut-stage.freeze_bn must be true or false, got {config.freeze_bn!r}")
+
+    @classmethod
+    def note(cls, config: dict) -> str | None:
+        stage = config.get("stage", StageConfig.stage)
+        return f"trains stage {stage} + classifier" if stage == StageConfig.stage else None  # else in the label
+
+    def preflight(self, spec, structure) -> None:
+        try:
+            stage_parameters(stage_map(structure(spec.backbone)), self.config.stage)
+        except ValueError as e:
+            raise ValueError(f"method_config.cut-stage.{e} ({spec.backbone})") from e
+
+    def schedule(self, ctx: Context) -> list[Stage]:
+        trainable = stage_parameters(ctx.stages, self.config.stage)
+        bn = "eval" if self.config.freeze_bn else "auto"
+        return [Stage(f"stage-{self.config.stage}", ctx.spec.train.epochs, trainable, bn=bn)]
