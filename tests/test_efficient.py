@@ -282,11 +282,16 @@ SUITE = {"methods": ",".join(NEW), "datasets": "synthetic:4x12", "backbones": "t
 
 
 @pytest.fixture(scope="module")
-def whole(tmp_path_factory):
+def whole_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
     result = run_suite(build_suite(SUITE), out, None, "cpu", Reporter(quiet=True))
     assert not result.failed
-    return {r.spec["method"]: r for r in ResultStore(out).records()}
+    return out
+
+
+@pytest.fixture(scope="module")
+def whole(whole_out):
+    return {r.spec["method"]: r for r in ResultStore(whole_out).records()}
 
 
 def test_each_method_trains_what_it_says_and_deploys_the_plain_network(whole):
@@ -387,3 +392,35 @@ def test_head_lr_scale_and_layer_decay_reach_the_optimiser(tmp_path):
     assert seen["conv1.0.weight"] < 0.5**2 and math.isfinite(seen["conv1.0.weight"])
     record = next(iter(ResultStore(tmp_path).records()))
     assert record.spec["method_config"]["head_lr_scale"] == 10.0 and record.spec["method_config"]["layer_decay"] == 0.5
+
+
+def test_the_report_has_the_near_twins_table_and_the_parameters_figure(whole_out, tmp_path):
+    from finebench.methods.catalogue import MethodCatalogue
+    from finebench.reports import catalogue, write_report
+
+    catalogue.use(MethodCatalogue())
+    report = write_report(whole_out, tmp_path / "rep", "md", pdf=False)
+    text = report.markdown
+    assert "### Near twins of filter attention: synthetic:4x12 · test_resnet" in text
+    table = text.split("### Near twins of filter attention")[1].split("\n\n###")[0]
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")
+    }
+    assert {"bitfit", "bn-only", "ssf", "lora"} <= set(rows)
+    assert "cut-stage (stage=2)" not in rows and "lp-ft" not in rows  # only the twins (and the two cut ends)
+    records = {r.spec["method"]: r for r in ResultStore(whole_out).records()}
+    for name in ("ssf", "lora"):
+        p = records[name].params
+        assert rows[name][-1].strip(" |") == "0 (merged)"
+        assert rows[name][2] == f"{100 * p['trainable'] / p['plain']:.2f} %"  # the share of the plain network
+    assert rows["bitfit"][-1].strip(" |") == "0"
+    figure = tmp_path / "rep" / "figures" / f"params-synthetic_4x12-test_resnet-{budget(records['ssf'])}.png"
+    assert figure.is_file() and figure.stat().st_size > 10_000
+    alone = write_report(whole_out, tmp_path / "one", "md", methods=["ssf", "cut-stage"], pdf=False)
+    assert "Near twins" not in alone.markdown  # one twin is no comparison
+
+
+def budget(record):
+    from finebench.reports.frame import budget_key
+
+    return budget_key(record.spec)

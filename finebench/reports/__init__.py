@@ -14,6 +14,7 @@ from finebench.reports.figures import (
     curves_figure,
     filter_ranking,
     method_styles,
+    params_figure,
     pruning_curves,
     ranking_pruning_curves,
 )
@@ -22,6 +23,7 @@ from finebench.reports.method_tables import (
     attention_pruning_table,
     distillation_table,
     filter_attention_table,
+    near_twins_table,
     pruning_table,
     theta_table,
 )
@@ -102,8 +104,8 @@ def write_report(
             and method_label(r.spec["method"], r.spec.get("method_config", {})) in labels]  # fmt: skip
     figures = attention_figures(kept, results, out, report) + extras_figures(kept, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
-    specific = [distillation_table(summary), filter_attention_table(summary, kept), pruning_table(kept),
-                theta_table(kept), attention_pruning_table(kept)]  # fmt: skip
+    specific = [distillation_table(summary), filter_attention_table(summary, kept), near_twins_table(summary),
+                pruning_table(kept), theta_table(kept), attention_pruning_table(kept)]  # fmt: skip
     report.markdown += "".join("\n" + t for t in specific if t)
     failed = failed_section(ResultStore(results).failures())
     report.markdown += failed
@@ -129,6 +131,7 @@ EXPLAIN = {
     "runs.csv": "one row per run (seed) behind the tables",
     "curves": "val top-1 against epoch (mean over seeds, band: std) and against wall-clock seconds (one line per seed)",
     "cost": "test top-1 against seconds including charged phases; the Pareto front circled",
+    "params": "test top-1 against trained parameters (log scale), 95 % intervals over seeds",
     "attention": "attention maps over the same 8 test images (student and teacher for AT; M for ABN)",
     "fa": "filter-attention weights per layer group (1 = unchanged; the paper's Figure 2)",
     "farank": "the highest- and lowest-ranked filters network-wide, and the amplified share per layer group",
@@ -211,6 +214,14 @@ def comparison_figures(runs, summary, records: list[RunRecord], out: Path, repor
                          f"{label[0].upper()}{label[1:]} (mean over seeds; error bars: ± one standard deviation over "
                          "seeds) against the seconds each method took, its charged phases (a teacher's or source "
                          "model's training) included; dashed: the Pareto front.\n")  # fmt: skip
+            paths = params_figure(contenders, out / base.format("params"), title, pdf=report.pdf, metric=metric,
+                                  styles=styles)  # fmt: skip
+            report.written += paths
+            lines.append(
+                f"### Accuracy against trained parameters: {title}\n\n![params]({base.format('params')}.png)"
+                f"\n\n{label[0].upper()}{label[1:]} (mean over seeds; error bars: 95 % t-interval over seeds) "
+                "against the parameters each method trains (log scale), the new classifier included.\n"
+            )
     return "\n## Figures\n\n" + "\n".join(lines) if lines else ""
 
 

@@ -186,7 +186,7 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1"
         out[f"{m}_std"] = g[m].std(ddof=1)
     if "seconds_to_target" in runs:
         out["reached"] = g["seconds_to_target"].count()
-    for m in ("trainable", "total", "epochs", "resolution", "arithmetic"):
+    for m in ("trainable", "total", "deployed", "plain", "epochs", "resolution", "arithmetic"):
         out[m] = g[m].first()
     out["capped"] = g["capped"].sum()
     out["trained"] = g["trained"].any()

@@ -166,6 +166,30 @@ def cost_figure(
     return save(fig, out, plt, pdf)
 
 
+def params_figure(
+    summary, out: Path, title: str, pdf: bool = True, metric: str = "top1", styles: dict | None = None
+) -> list[Path]:
+    """The table's test metric against the parameters each method trains (log scale), one marker per row; error
+    bars: the 95 % t-interval over seeds (none for one seed)."""
+    plt, _ = _plt()
+    from finebench.reports.compare import PRIMARY
+
+    key, label = PRIMARY[metric]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    styles = styles or method_styles(summary["method"].tolist())
+    for _, row in summary.iterrows():
+        colour, marker = styles[row["method"]]
+        mean, ci = row[f"{key}_mean"], row["ci"]
+        yerr = [[mean - ci[0]], [ci[1] - mean]] if isinstance(ci, tuple) else None
+        ax.errorbar(row["trainable"], mean, yerr=yerr, fmt=marker, color=colour, capsize=3, markersize=6,
+                    label=row["method"])  # fmt: skip
+    ax.set(xlabel="trained parameters (log scale)", ylabel=f"{label} (%)", xscale="log")
+    legend_outside(ax, title="method (error bar: 95 % t-interval over seeds)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, plt, pdf)
+
+
 def save(fig, out: Path, plt, pdf: bool = True) -> list[Path]:
     """`out`.png, and `out`.pdf unless `pdf` is False."""
     out.parent.mkdir(parents=True, exist_ok=True)

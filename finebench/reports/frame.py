@@ -103,6 +103,10 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         **({"seconds_to_target": seconds_to_target(r, target)} if target is not None else {}),
         "trainable": r.params["trainable"],
         "total": r.params["total"],
+        # the deployed network's parameters (after finalize: merged, folded, pruned) and the plain network's (the
+        # backbone with the new classifier; NaN in records written before it was recorded)
+        "deployed": r.params.get("deployed", math.nan),
+        "plain": r.params.get("plain", math.nan),
         "capped": bool(r.cost.get("capped")),
         "split_hash": r.dataset["split_hash"],
         "trained": bool(r.epochs),  # False: the method trains no model of its own (an analysis of a source model)

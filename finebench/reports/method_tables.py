@@ -296,3 +296,54 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
             )
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
+
+
+TWINS = ("filter-attention", "bn-only", "bitfit", "ssf", "lora")  # per-channel or low-rank changes of a frozen net
+TWIN_REFS = ("cut-fc", "cut-full")  # the two ends: the classifier alone, everything
+
+
+def near_twins_table(summary) -> str:
+    """Filter attention and its parameter-efficient near twins (BN-only, BitFit, SSF, LoRA) side by side, with
+    cut-fc and cut-full as the two ends: parameters trained (and their share of the network), the table's test
+    metric with its 95 % interval over seeds and the test against the baseline, seconds (charged phases included),
+    and what deployment costs beyond the plain network (extra parameters after merging or folding). One table per
+    (dataset, backbone, budget) with at least two of the twins."""
+    from finebench.reports.compare import PRIMARY
+    from finebench.reports.tables import Column, cell, human_count, row_label, significance_cell
+
+    metric = summary.attrs.get("metric", "top1")
+    key, label = PRIMARY[metric]
+    out = []
+    for (dataset, backbone, budget), group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
+        twins = group[group["method_name"].isin(TWINS)]
+        if twins["method_name"].nunique() < 2:
+            continue
+        rows = group[group["method_name"].isin(TWINS + TWIN_REFS)]
+        lines = [
+            f"### Near twins of filter attention: {dataset} · {backbone} · budget {budget}",
+            "",
+            "Each trains a small set of parameters of the frozen pretrained network (plus the new classifier); "
+            "cut-fc and cut-full are the two ends. Share: trained parameters over the plain network's; extra at "
+            f"deployment: parameters the deployed network has beyond the plain one. {label[0].upper()}{label[1:]}: "
+            "mean ± std over seeds, 95 % t-interval; Δ: paired test against the baseline of the main table.",
+            "",
+            f"| row | trained params | share | {label} (%) | 95 % CI | Δ vs baseline | seconds | extra at deployment |",
+            "|---|---:|---:|---:|---:|---|---:|---:|",
+        ]
+        for _, row in rows.iterrows():
+            plain, deployed = row.get("plain"), row.get("deployed")
+            share = f"{100 * row['trainable'] / plain:.2f} %" if plain == plain and plain else "—"
+            if deployed != deployed or plain != plain:  # records from before these were kept
+                extra = "—"
+            else:
+                extra = human_count(deployed - plain) if deployed > plain else "0"
+                extra += " (merged)" if row["method_name"] in ("ssf", "lora") and deployed <= plain else ""
+            ci = row["ci"]
+            interval = f"[{ci[0]:.1f}, {ci[1]:.1f}]" if isinstance(ci, tuple) else "—"
+            lines.append(
+                f"| {row_label(row)} | {human_count(row['trainable'])} | {share} | "
+                f"{cell(row, Column(key, key, key, 'num'), '±')} | {interval} | {significance_cell(row)} | "
+                f"{row['total_seconds_mean']:.0f} | {extra} |"
+            )
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)

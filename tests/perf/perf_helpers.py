@@ -23,3 +23,48 @@ def interleaved_ratio(benchmark, baseline, candidate, key: str, rounds: int = 40
     ratio = statistics.median(times["candidate"][skip:]) / statistics.median(times["baseline"][skip:])
     benchmark.extra_info[key] = ratio
     return ratio
+
+
+def method_context(method_name: str, batch: int, res: int, classes: int, **config):
+    """(method, model prepared by it, context) of `method_name` on EfficientNet-Lite0 with its shipped ImageNet
+    weights, as the runner sets them up (seed 0)."""
+    import torch
+
+    from finebench.backbones import create_backbone
+    from finebench.backbones.stages import stage_map
+    from finebench.benchmark.runner import build_method
+    from finebench.benchmark.spec import build_suite
+    from finebench.benchmark.suite import expand
+    from finebench.methods import Context
+    from finebench.methods.cost import BudgetMeter
+
+    torch.manual_seed(0)
+    layer = {"methods": method_name, "backbones": "efficientnet_lite0", "datasets": "synthetic", "resolution": res}
+    spec = expand(build_suite({**layer, "batch_size": batch, "method_config": {method_name: config}}))[0]
+    model = create_backbone("efficientnet_lite0", classes).model
+    ctx = Context(spec, classes, stage_map(model), BudgetMeter(1, batch), torch.device("cpu"))
+    return build_method(spec), model, ctx
+
+
+def step_loop(method, model, ctx, stage: int = -1):
+    """A StepLoop of `method` on its prepared model, in its stage `stage` (default: the last, the main one)."""
+    from finebench.benchmark.runner import StepLoop
+
+    loop = StepLoop(method, model, ctx, total_steps=10_000)
+    loop.begin_stage(method.schedule(ctx)[stage])
+    loop.begin_epoch()
+    return loop
+
+
+def median_ratio(baseline, candidate, rounds: int = 10, warmup: int = 2) -> float:
+    """median(candidate) / median(baseline), the two run alternately (order flipped each round), outside
+    pytest-benchmark (a second ratio in one benchmark's test)."""
+    times = {"baseline": [], "candidate": []}
+    for i in range(rounds + warmup):
+        order = (("baseline", baseline), ("candidate", candidate))
+        for name, fn in order if i % 2 else order[::-1]:
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return statistics.median(times["candidate"]) / statistics.median(times["baseline"])

@@ -5,15 +5,9 @@ relationship) are not in the step: they are charged once per run, as the records
 
 import pytest
 import torch
-from perf_helpers import interleaved_ratio
+from perf_helpers import interleaved_ratio, method_context, step_loop
 
-from finebench.backbones import create_backbone
-from finebench.backbones.stages import stage_map
-from finebench.benchmark.runner import StepLoop, build_method
-from finebench.benchmark.spec import build_suite
-from finebench.benchmark.suite import expand
-from finebench.methods import Context
-from finebench.methods.cost import BudgetMeter
+from finebench.benchmark.runner import StepLoop
 from finebench.methods.delta import last_conv
 
 BATCH, RES, CLASSES = 16, 96, 17
@@ -28,11 +22,7 @@ class Calibration(list):
 
 
 def loop_for(method_name: str, **config) -> StepLoop:
-    torch.manual_seed(0)
-    layer = {"methods": method_name, "backbones": "efficientnet_lite0", "datasets": "synthetic", "resolution": RES}
-    spec = expand(build_suite({**layer, "batch_size": BATCH, "method_config": {method_name: config}}))[0]
-    model = create_backbone("efficientnet_lite0", CLASSES).model
-    ctx = Context(spec, CLASSES, stage_map(model), BudgetMeter(1, BATCH), torch.device("cpu"))
+    method, model, ctx = method_context(method_name, BATCH, RES, CLASSES, **config)
     gen = torch.Generator().manual_seed(1)
     ctx.loaders["calibration"] = Calibration(
         (torch.randn(BATCH, 3, RES, RES, generator=gen), torch.arange(BATCH) % CLASSES) for _ in range(2)
@@ -42,11 +32,7 @@ def loop_for(method_name: str, **config) -> StepLoop:
         modules = dict(model.named_modules())
         ctx.state["channel_attention"] = {n: torch.full((modules[n].out_channels,), 1 / modules[n].out_channels)
                                           for n in convs}  # fmt: skip
-    method = build_method(spec)
-    loop = StepLoop(method, method.prepare(model, ctx), ctx, total_steps=10_000)
-    loop.begin_stage(method.schedule(ctx)[-1])  # LwF: its main stage, not the warm-up
-    loop.begin_epoch()
-    return loop
+    return step_loop(method, method.prepare(model, ctx), ctx)  # LwF: its main stage, not the warm-up
 
 
 @pytest.mark.benchmark(group="regularised-step")
