@@ -160,6 +160,18 @@ def test_lora_targets_by_kind_and_by_module_name():
     assert "blocks.6.0.conv_dw" not in block6  # grouped: never a target, even by name
 
 
+def test_lora_adapts_exactly_the_named_modules_and_no_dilated_convolution():
+    from collections import OrderedDict
+
+    inner = nn.Sequential(OrderedDict(conv=nn.Conv2d(4, 4, 1), dilated=nn.Conv2d(4, 4, 3, padding=2, dilation=2)))
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 1), block=inner))
+    assert lora_targets(model, ("conv",), set()) == ["conv", "block.conv"]  # not the dilated one
+    assert lora_targets(model, ("conv",), {"block.conv.weight"}) == ["conv"]  # a head is never a target
+    add_lora(model, ["conv"], rank=2, alpha=2.0, dropout=0.0)
+    assert type(model.block.conv) is nn.Conv2d  # a name ending in a target's is not that target (peft's suffix rule)
+    assert type(model.conv) is not nn.Conv2d
+
+
 def test_lora_targets_that_match_nothing_are_refused_before_training(tmp_path, capsys):
     code = main(["run", "--methods", "lora", "--dataset", "synthetic:4x4", "--backbone", "test_resnet", "--weights",
                  "random", "--epochs", "1", "--resolution", "32", "--out", str(tmp_path / "r"),
@@ -170,6 +182,44 @@ def test_lora_targets_that_match_nothing_are_refused_before_training(tmp_path, c
 
 
 # --- LP-FT and WiSE-FT (Wortsman et al. 2022, eq. 1: theta_alpha = (1 - alpha) theta_0 + alpha theta_1) ---------------
+def test_wise_ft_deploys_the_selected_model_when_there_is_nothing_to_interpolate():
+    from types import SimpleNamespace
+
+    from finebench.methods.lp_ft import WiseFT, WiseFTConfig
+
+    model = timm.create_model("test_resnet", num_classes=4)
+    probe = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = SimpleNamespace(state={"probe_weights": probe}, stages=stage_map(model), log=None, validate=None)
+    with torch.no_grad():
+        model.fc.weight.add_(1.0)  # only the classifier moved: the best epoch was in the probe phase
+    method = WiseFT(WiseFTConfig())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert method.finalize(model, ctx) is model and "probe phase" in method.skipped  # validate is never called
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert method.extras(model, ctx)["wise_ft"]["alpha"] is None
+    ctx.state = {}  # a time budget stopped training within the probe
+    method.finalize(model, ctx)
+    assert "before the probe phase ended" in method.skipped
+
+
+def test_ssf_after_batchnorm_in_training_mode_is_batchnorm_then_scale_and_shift():
+    from finebench.methods.ssf import ssf_class
+
+    bn = nn.BatchNorm2d(2).train()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([2.0, 3.0]))
+        bn.bias.copy_(torch.tensor([0.5, -1.0]))
+    x = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    reference = nn.BatchNorm2d(2).train()
+    reference.load_state_dict(bn.state_dict())
+    expected = ssf(reference(x), torch.tensor([0.5, 2.0]), torch.tensor([1.0, 0.0]))
+    bn.register_parameter("ssf_scale", nn.Parameter(torch.tensor([0.5, 2.0])))
+    bn.register_parameter("ssf_shift", nn.Parameter(torch.tensor([1.0, 0.0])))
+    bn.__class__ = ssf_class(nn.BatchNorm2d)
+    assert torch.allclose(bn(x), expected, atol=1e-6)
+    assert torch.allclose(bn.running_mean, reference.running_mean) and int(bn.num_batches_tracked) == 1
+
+
 def test_probe_share_of_the_budget():
     assert probe_epochs(4, 0.5) == 2 and probe_epochs(10, 0.3) == 3
     assert probe_epochs(2, 0.9) == 1 and probe_epochs(2, 0.1) == 1  # each phase gets at least one epoch
@@ -219,6 +269,10 @@ def test_layer_decay_groups_are_timms_and_the_head_gets_its_scale():
     for i, scale in ours.items():
         assert scale == pytest.approx(theirs[i] * (10.0 if names[i] in head else 1.0)), names[i]
     assert min(ours.values()) < 0.5 * max(theirs.values())  # the earliest layers really train slower
+    # both off: one group, as the optimisers of checkpoints written before these options had
+    assert [(g["lr_scale"], len(g["params"])) for g in lr_groups(model, list(model.parameters()), head)] == [
+        (1.0, len(names))
+    ]
     only_head = lr_groups(model, list(model.parameters()), head, 1.0, 10.0)
     assert [(g["lr_scale"], len(g["params"])) for g in only_head] == [(1.0, len(names) - 2), (10.0, 2)]
 
@@ -250,6 +304,7 @@ def test_learning_rate_options_are_in_the_run_id_and_the_label_and_absent_at_the
         ("head_lr_scale=0", "positive number"),
         ("layer_decay=1.5", "must be in (0, 1]"),
         ("head_lr_scl=10", "for every method: head_lr_scale, layer_decay"),
+        ("bn=frozen", "is not one of auto, eval, train"),
     ],
 )
 def test_bad_learning_rate_options_are_refused_by_name(tmp_path, capsys, setting, says):  # fmt: skip
@@ -278,7 +333,7 @@ def test_bad_learning_rate_options_are_refused_by_name(tmp_path, capsys, setting
 # --- every method through the runner --------------------------------------------------------------------------------
 SUITE = {"methods": ",".join(NEW), "datasets": "synthetic:4x12", "backbones": "test_resnet", "weights": "random",
          "epochs": 3, "resolution": 32, "batch_size": 8, "seeds": [0],
-         "method_config": {"cut-stage": {"stage": 2}}}  # fmt: skip
+         "method_config": {"cut-stage": {"stage": 2}, "wise-ft": {"probe_fraction": 0.3}}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -312,31 +367,50 @@ def test_each_method_trains_what_it_says_and_deploys_the_plain_network(whole):
     assert whole["ssf"].params["trainable"] == 2 * channels + head == whole["ssf"].params["total"] - plain + head
     lora = whole["lora"].params
     assert head < lora["trainable"] < plain and lora["total"] == plain + lora["trainable"] - head
-    for name in ("lp-ft", "wise-ft"):
+    for name, stages in (("lp-ft", ["probe", "probe", "fine-tune"]), ("wise-ft", ["probe", "fine-tune"])):
         r = whole[name]
-        assert [e["stage"] for e in r.epochs] == ["probe", "probe", "fine-tune"]  # round(0.5 * 3) = 2
+        assert [e["stage"] for e in r.epochs] == stages + ["fine-tune"] * (
+            3 - len(stages)
+        )  # round(0.5 * 3) = 2, round(0.3 * 3) = 1
         per = r.cost["train_flops_per_sample"]
         assert per["probe"] < per["fine-tune"]  # the probe needs no gradient through the backbone
-        assert r.epochs[2]["lr"] > r.epochs[1]["lr"]  # the fine-tuning restarts the schedule
-    same = [(e["losses"], e["val"], e["lr"]) for e in whole["lp-ft"].epochs]
-    assert same == [(e["losses"], e["val"], e["lr"]) for e in whole["wise-ft"].epochs]  # the same two phases
+        first = stages.index("fine-tune")
+        assert r.epochs[first]["lr"] > r.epochs[first - 1]["lr"]  # the fine-tuning restarts the schedule
 
 
-def test_wise_ft_chooses_alpha_on_val_and_charges_the_search(whole):
-    r = whole["wise-ft"]
+@pytest.fixture(scope="module")
+def wise(tmp_path_factory):
+    """WiSE-FT where fine-tuning beats the probe on val (a larger synthetic set, lr 0.1), so alpha is searched."""
+    out = tmp_path_factory.mktemp("wise")
+    suite = build_suite(SUITE | {"methods": "wise-ft", "datasets": "synthetic:4x24", "lr": 0.1, "epochs": 4,
+                                 "method_config": {"wise-ft": {"probe_fraction": 0.25}}})  # fmt: skip
+    assert not run_suite(suite, out, None, "cpu", Reporter(quiet=True)).failed
+    (r,) = ResultStore(out).records()
+    assert r.best["epoch"] > 1, "fine-tuning must beat the probe on val for this test to mean anything"
+    return r
+
+
+def test_wise_ft_chooses_alpha_on_val_and_charges_the_search(wise):
+    r = wise
     alpha = r.extras["wise_ft"]["alpha"]
     curve = r.extras["wise_ft"]["val"]
     assert len(curve) == 11 and str(alpha) in curve
     assert curve[str(alpha)] == max(curve.values())
     assert r.best["val_finalized"]["top1"] == pytest.approx(curve[str(alpha)], abs=1e-3)
+    assert r.cost["charged_after_training"] == ["alpha-search"]  # after the best epoch: not in the time to it
+    from finebench.reports.frame import run_row
+
+    prepare = r.cost["charges"]["prepare"]["seconds"]
+    assert run_row(r)["seconds_to_best"] == pytest.approx(r.best["seconds_to_best"] + prepare)
     search = r.cost["charges"]["alpha-search"]
     assert search["samples"] == 11 * r.dataset["sizes"]["val"] and search["flops"] > 0 and search["seconds"] > 0
     assert search["flops"] == pytest.approx(search["samples"] * r.cost["flops_per_image"])
 
 
 def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_numbers(tmp_path, whole, monkeypatch):
-    """Each method fails at the first step of its second epoch and is resumed: peft's LoRA layers, SSF's parameters
-    and WiSE-FT's probe weights come back from the checkpoint, so every number matches the run not stopped."""
+    """Each method fails at the first step of its third epoch and is resumed: peft's LoRA layers, SSF's parameters
+    and WiSE-FT's probe weights (saved after its one probe epoch) come back from the checkpoint, and LP-FT's
+    fine-tuning starts its own schedule at the restored step, so every number matches the run not stopped."""
     from test_regularised import numbers
 
     import finebench.benchmark.runner as runner
@@ -352,7 +426,7 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_numbers(tmp_pa
     def crash_point(point):
         if point == "step":
             steps["n"] += 1
-            if steps["n"] == per_epoch + 1:
+            if steps["n"] == 2 * per_epoch + 1:
                 raise RuntimeError("power cut")
 
     monkeypatch.setattr(runner.Run, "execute", execute)
@@ -363,7 +437,7 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_numbers(tmp_pa
     assert not run_suite(suite, tmp_path, None, "cpu", Reporter(quiet=True)).failed
     resumed = {r.spec["method"]: r for r in ResultStore(tmp_path).records()}
     for name in NEW:
-        assert resumed[name].cost["resumes"][0]["after_epoch"] == 1, name
+        assert resumed[name].cost["resumes"][0]["after_epoch"] == 2, name
         assert numbers(resumed[name].to_dict()) == numbers(whole[name].to_dict()), name
 
 
@@ -414,6 +488,8 @@ def test_the_report_has_the_near_twins_table_and_the_parameters_figure(whole_out
         assert rows[name][-1].strip(" |") == "0 (merged)"
         assert rows[name][2] == f"{100 * p['trainable'] / p['plain']:.2f} %"  # the share of the plain network
     assert rows["bitfit"][-1].strip(" |") == "0"
+    assert rows["bitfit"][3] == "batch (its parameters train)" and rows["ssf"][3] == rows["lora"][3] == (
+        "moving (frozen)")  # fmt: skip
     figure = tmp_path / "rep" / "figures" / f"params-synthetic_4x12-test_resnet-{budget(records['ssf'])}.png"
     assert figure.is_file() and figure.stat().st_size > 10_000
     alone = write_report(whole_out, tmp_path / "one", "md", methods=["ssf", "cut-stage"], pdf=False)
@@ -424,3 +500,11 @@ def budget(record):
     from finebench.reports.frame import budget_key
 
     return budget_key(record.spec)
+
+
+def test_learning_rate_options_are_refused_for_a_method_that_trains_nothing(tmp_path, capsys):
+    code = main(["run", "--methods", "semantic-pruning", "--dataset", "synthetic:4x4", "--backbone", "test_resnet",
+                 "--weights", "random", "--epochs", "1", "--out", str(tmp_path),
+                 "method_config.semantic-pruning.head_lr_scale=10"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "semantic-pruning trains nothing itself" in err and "Traceback" not in err

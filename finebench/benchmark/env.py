@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-_PACKAGES = ("finebench", "torch", "torchvision", "timm", "numpy", "pandas", "scipy", "pillow")
+_PACKAGES = ("finebench", "torch", "torchvision", "timm", "numpy", "pandas", "scipy", "pillow", "peft", "torch-pruning")
 
 
 @functools.cache

@@ -538,7 +538,7 @@ class Run:
         params = self.param_counts()
         if method.keep_model:
             self.artifacts["model"] = self.save_model(best_state)
-        charged_before = sum(c.seconds for c in ctx.budget.charges.values())
+        charged_before = {k: c.seconds for k, c in ctx.budget.charges.items()}
         if type(method).finalize is not Method.finalize:
             ctx.validate = lambda m: self.evaluate(m, self.loaders["val"])
             try:
@@ -547,14 +547,16 @@ class Run:
                 ctx.validate = None
             best["val_finalized"] = self.evaluate(model, self.loaders["val"])
         # a phase finalize charged itself (WiSE-FT's search on val) is in the charges, not in the own seconds too
-        finalize_charged = sum(c.seconds for c in ctx.budget.charges.values()) - charged_before
+        after = {k: c.seconds - charged_before.get(k, 0.0) for k, c in ctx.budget.charges.items()}
+        after = {k: v for k, v in after.items() if v > 0}  # phases after training: not before the best epoch
+        finalize_charged = sum(after.values())
         test = self.evaluate(model, self.test_loader, predictions=True)
         best["test_predictions"] = predictions.encode(test.pop("pred"), test.pop("target"), test.pop("top3_hit"))
         best["test"] = test
         self.model = model
         params["deployed"] = sum(p.numel() for p in model.parameters())  # after finalize (folding, pruning)
         params["plain"] = self.plain_params
-        ctx.budget.eval_seconds += time.perf_counter() - t_eval
+        ctx.budget.eval_seconds += time.perf_counter() - t_eval - finalize_charged
         test_loader = self.test_loader
 
         def post_selection_eval(m: torch.nn.Module, split: str, predictions: bool = False) -> dict[str, Any]:
@@ -574,6 +576,8 @@ class Run:
         cost.update(setup_seconds=self.setup_seconds, total_seconds=total_seconds,
                     analysis_seconds=time.perf_counter() - t_analysis)  # fmt: skip
         cost["train_flops_per_sample"] = {stage.name: flops for stage, flops in self.stage_flops.items()}
+        if after:  # charged phases that came after training (WiSE-FT's search on val), by name
+            cost["charged_after_training"] = sorted(after)
         if self.resumes:
             cost["resumes"] = self.resumes
         return RunRecord(

@@ -63,6 +63,9 @@ def method_config(name: str, overrides: Mapping[str, Mapping[str, Any]]) -> dict
             raise SpecError(f"{e}; and for every method: {', '.join(OPTIM_DEFAULTS)}") from e
         raise
     options = build_config(OptimOptions, common, where)
+    if not cls.trains and options != OptimOptions():
+        raise SpecError(f"{where}: {name} trains nothing itself, so head_lr_scale and layer_decay do not apply to it; "
+                        "set them on the method whose model it takes")  # fmt: skip
     if not (math.isfinite(options.head_lr_scale) and options.head_lr_scale > 0):
         raise SpecError(f"{where}.head_lr_scale: must be a positive number (10: ten times the learning rate on the "
                         f"new classifier), got {options.head_lr_scale}")  # fmt: skip

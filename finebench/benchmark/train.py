@@ -123,7 +123,8 @@ def lr_groups(
     rate: layer l steps before the output at layer_decay^l, the layers as timm's `param_groups_layer_decay` finds
     them (the model's `group_matcher`); the parameters named in `head` (the new classifier) at head_lr_scale times
     their layer's scale. Every group keeps the suite's weight decay (timm's helper would drop it for biases and
-    normalisation weights). One group with scale 1 when both options are off."""
+    normalisation weights). Parameters of equal scale share a group: one group, in `params` order, when both
+    options are off (the layout of checkpoints written before these options existed)."""
     head = set(head)
     chosen = {id(p) for p in params}
     names = {id(p): n for n, p in model.named_parameters()}
@@ -148,13 +149,11 @@ def lr_groups(
         for g in timm_groups:
             merged.setdefault(float(g["lr_scale"]), []).extend(g["params"])
         layers = sorted(merged.items())
-    out = []
+    by_scale: dict[float, list[nn.Parameter]] = {}  # one group per distinct scale, in the order first met
     for scale, group in layers:
-        body = [p for p in group if names[id(p)] not in head]
-        top = [p for p in group if names[id(p)] in head]
-        out += [{"params": body, "lr_scale": scale}] if body else []
-        out += [{"params": top, "lr_scale": scale * head_lr_scale}] if top else []
-    return out
+        for p in group:
+            by_scale.setdefault(scale * (head_lr_scale if names[id(p)] in head else 1.0), []).append(p)
+    return [{"params": ps, "lr_scale": scale} for scale, ps in by_scale.items()]
 
 
 def make_optimizer(name: str, params: list, lr: float, momentum: float, wd: float):

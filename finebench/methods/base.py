@@ -208,6 +208,12 @@ class Method:
         """A word on this configuration for its table row (e.g. that it is a paper's ablation), from the config."""
         return None
 
+    @classmethod
+    def bn_statistics(cls, config: dict[str, Any]) -> str | None:
+        """What the BatchNorm layers normalise with while training under `config` (the batch's statistics or their
+        moving ones), for tables that compare methods whose difference may lie there; None: not said."""
+        return None
+
     def sources(self, spec: RunSpec) -> list[Source]:
         """The runs whose models this method takes (`ctx.source_model(source)` in prepare), known before training."""
         return []

@@ -26,5 +26,8 @@ class MethodCatalogue:
     def note(self, method: str, config: dict[str, Any]) -> str | None:
         return METHODS.get(method).note(self.legacy(method, config)) if method in METHODS else None
 
+    def bn_statistics(self, method: str, config: dict[str, Any]) -> str | None:
+        return METHODS.get(method).bn_statistics(self.legacy(method, config)) if method in METHODS else None
+
     def schedule(self, text: str, epochs: int) -> str:
         return parse_schedule(text, epochs)

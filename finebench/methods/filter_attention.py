@@ -301,6 +301,14 @@ class FilterAttention(Method):
         return fold_attention(model)
 
     @classmethod
+    def bn_statistics(cls, config: dict[str, Any]) -> str | None:
+        letters = str(config.get("schedule", "paper"))
+        if letters == "paper":
+            return "batch in B epochs, else moving"
+        trained = "/".join(x for x in "BE" if x in letters)  # B trains the affine parameters, E everything else
+        return f"batch in {trained} epochs, else moving" if trained else "moving (frozen)"
+
+    @classmethod
     def note(cls, config: dict[str, Any]) -> str | None:
         if config.get("penalty") == "none" or config.get("lam") == 0:
             return "the paper's ablation: attention without a penalty"

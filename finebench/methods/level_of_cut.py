@@ -57,6 +57,12 @@ class LevelOfCut(Method):
         if not isinstance(config.freeze_bn, bool):
             raise ValueError(f"method_config.{self.name}.freeze_bn must be true or false, got {config.freeze_bn!r}")
 
+    @classmethod
+    def bn_statistics(cls, config: dict) -> str | None:
+        if config.get("freeze_bn") or cls.level == "fc":
+            return "moving (frozen)"
+        return "batch" if cls.level == "full" and not config.get("freeze_stages") else "batch in the trained stages"
+
     def preflight(self, spec, structure) -> None:
         try:
             cut_parameters(stage_map(structure(spec.backbone)), self.level, self.config.freeze_stages)

@@ -7,13 +7,13 @@ W0 stays frozen; A and B of rank r train with the new classifier. For a k x k co
 convolution to r channels and B a 1 x 1 convolution back, so B A is a k x k kernel of rank <= r. After training the
 update is merged, W = W0 + (alpha / r) B A (peft's `merge`), and the deployed network is the plain one.
 
-Targets: every ungrouped convolution and every linear layer but the new classifier (`targets=conv,linear`), or
-kinds / module-name patterns of the user's. Depthwise (grouped) convolutions are not adapted: peft requires the
-rank to be a multiple of the groups (a depthwise layer has as many groups as channels) and cannot merge grouped
-convolutions, so adapting them would leave extra layers in the deployed network. BatchNorm layers stay frozen with
-their pretrained statistics (`bn=auto`: none of their parameters trains). The paper sets alpha to the first rank
-it tries and does not tune it: alpha = r = 8 here (scale 1).
-"""
+Targets: every ungrouped convolution and every linear layer but the new classifier (`targets=conv,linear`), or kinds /
+module-name patterns of the user's. Depthwise (grouped) convolutions are not adapted: peft requires the rank to be a
+multiple of the groups (a depthwise layer has as many groups as channels) and cannot merge grouped convolutions, so
+adapting them would leave extra layers in the deployed network; dilated convolutions are not adapted either (peft's A
+would not keep the dilation, and its output would not match the layer's). BatchNorm layers stay frozen with their
+pretrained statistics (`bn=auto`: none of their parameters trains). The paper sets alpha to the first rank it tries and
+does not tune it: alpha = r = 8 here (scale 1)."""
 
 from __future__ import annotations
 
@@ -30,14 +30,15 @@ KINDS = ("conv", "pointwise", "linear")
 
 
 def lora_targets(model: nn.Module, targets: tuple[str, ...], head: set[str]) -> list[str]:
-    """Names of the modules that get LoRA: `conv` every ungrouped Conv2d, `pointwise` the ungrouped 1 x 1 ones,
-    `linear` every Linear; any other entry is a regular expression a module's full name must match (the module must
-    be an ungrouped Conv2d or a Linear). The modules holding `head`'s parameters are never targets."""
+    """Names of the modules that get LoRA: `conv` every ungrouped, undilated Conv2d, `pointwise` the 1 x 1 ones of
+    those, `linear` every Linear; any other entry is a regular expression a module's full name must match (the
+    module must be such a Conv2d or a Linear). The modules holding `head`'s parameters are never targets."""
     out = []
     for name, m in model.named_modules():
         if not name or any(p.startswith(name + ".") for p in head):
             continue
-        conv = isinstance(m, nn.Conv2d) and m.groups == 1
+        # peft's A copies kernel, stride and padding but not dilation: a dilated convolution cannot be adapted
+        conv = isinstance(m, nn.Conv2d) and m.groups == 1 and tuple(m.dilation) == (1, 1)
         linear = isinstance(m, nn.Linear)
         for t in targets:
             if t == "conv":
@@ -59,7 +60,9 @@ def add_lora(model: nn.Module, names: list[str], rank: int, alpha: float, dropou
     unchanged at the start)."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=names, bias="none")
+    # one full-match pattern of exactly these names (a list would also match every module whose name ends in one)
+    pattern = "(?:" + "|".join(re.escape(n) for n in names) + ")"
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
     with warnings.catch_warnings():  # peft warns that the model is no transformers model: it needs none
         warnings.simplefilter("ignore")
         return inject_adapter_in_model(config, model)
@@ -123,6 +126,10 @@ class LoRA(Method):
                 except re.error as e:
                     raise ValueError(f"method_config.lora.targets: {t!r} is neither one of {', '.join(KINDS)} nor "
                                      f"a regular expression ({e})") from e  # fmt: skip
+
+    @classmethod
+    def bn_statistics(cls, config: dict) -> str | None:
+        return "batch" if config.get("bn", "auto") == "train" else "moving (frozen)"
 
     def targets(self, model: nn.Module, head) -> list[str]:
         return lora_targets(model, tuple(self.config.targets), set(head))

@@ -17,7 +17,9 @@
   from a grid (the paper's 0, 0.1, ..., 1). A CNN has no zero-shot head, so the probe's model stands in for the
   paper's zero-shot one (the paper's own linear-classifier variant). The probe's weights are kept in the run's
   method state (every checkpoint has them); the search over alpha is charged as `alpha-search` (its seconds, the
-  val images it ran and their forward FLOPs). The fine-tuned end is the suite's best-val epoch.
+  val images it ran and their forward FLOPs). The fine-tuned end is the suite's best-val epoch; when that epoch is
+  in the probe phase (or a time budget ended training there) there is nothing to interpolate, the selected model is
+  deployed as it is and `extras.wise_ft.skipped` says why.
 """
 
 from __future__ import annotations
@@ -125,8 +127,18 @@ class WiseFT(ProbeThenTune):
             ctx.state["probe_weights"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        theta_0 = ctx.state["probe_weights"]
+        self.alpha, self.scores, self.skipped = None, {}, None
+        theta_0 = ctx.state.get("probe_weights")
         theta_1 = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        head = {n.rsplit(".", 1)[0] for n in ctx.stages.head}
+        if theta_0 is None:  # a time budget stopped training within the probe
+            self.skipped = "training stopped before the probe phase ended: no fine-tuned model to interpolate with"
+        elif all(torch.equal(theta_0[k], v.cpu()) for k, v in theta_1.items() if k.rsplit(".", 1)[0] not in head):
+            self.skipped = "the best val epoch is in the probe phase: the selected model is the probe's own"
+        if self.skipped:
+            if ctx.log:
+                ctx.log(f"  wise-ft: no interpolation ({self.skipped})")
+            return model
         metric = ctx.spec.train.select_metric
         t0 = time.perf_counter()
         scores, images = {}, 0
@@ -142,4 +154,5 @@ class WiseFT(ProbeThenTune):
         return model
 
     def extras(self, model: nn.Module, ctx: Context) -> dict:
-        return {"wise_ft": {"alpha": self.alpha, "val": {str(a): v for a, v in self.scores.items()}}}
+        out = {"alpha": self.alpha, "val": {str(a): v for a, v in self.scores.items()}}
+        return {"wise_ft": out | ({"skipped": self.skipped} if self.skipped else {})}

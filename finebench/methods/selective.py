@@ -57,10 +57,20 @@ class Selective(Method):
     def chosen(self, model: nn.Module) -> list[str]:
         raise NotImplementedError
 
+    @classmethod
+    def bn_statistics(cls, config: dict) -> str | None:
+        return {"auto": "batch (its parameters train)", "eval": "moving (frozen)", "train": "batch"}.get(
+            config.get("bn", "auto")
+        )
+
     def preflight(self, spec, structure) -> None:
+        from finebench.backbones.stages import stage_map
+
         model = structure(spec.backbone)
-        if not self.chosen(model):
-            raise ValueError(f"method {self.name!r}: {spec.backbone} has no parameter this method trains")
+        head = set(stage_map(model).head)
+        if not [n for n in self.chosen(model) if n not in head]:  # else it would be cut-fc under another name
+            raise ValueError(f"method {self.name!r}: {spec.backbone} has no parameter this method trains besides the "
+                             "classifier")  # fmt: skip
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         head = set(ctx.stages.head)

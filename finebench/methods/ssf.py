@@ -159,6 +159,10 @@ class SSF(Method):
         if config.bn not in BN_MODES:
             raise ValueError(f"method_config.ssf.bn: {config.bn!r} is not one of {', '.join(BN_MODES)}")
 
+    @classmethod
+    def bn_statistics(cls, config: dict) -> str | None:
+        return "moving (frozen)" if config.get("bn", "eval") == "eval" else "batch"
+
     def preflight(self, spec, structure) -> None:
         model = structure(spec.backbone)
         others = sorted({type(m).__name__ for m in model.modules()
@@ -166,6 +170,11 @@ class SSF(Method):
         if others:
             raise ValueError(f"method 'ssf': {spec.backbone} normalises with {', '.join(others)}; SSF here handles "
                              "BatchNorm networks (CNNs) only")  # fmt: skip
+        from finebench.backbones.stages import stage_map
+
+        if not ssf_targets(model, set(stage_map(model).head)):  # else it would be cut-fc under another name
+            raise ValueError(f"method 'ssf': {spec.backbone} has no BatchNorm layer and no biased convolution or "
+                             "linear layer to follow with a scale and shift")  # fmt: skip
 
     def prepare(self, model: nn.Module, ctx: Context) -> nn.Module:
         generator = torch.Generator().manual_seed(ctx.spec.seed)

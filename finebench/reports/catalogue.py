@@ -35,6 +35,9 @@ class Catalogue:
     def note(self, method: str, config: dict[str, Any]) -> str | None:
         return None
 
+    def bn_statistics(self, method: str, config: dict[str, Any]) -> str | None:
+        return None
+
     def schedule(self, text: str, epochs: int) -> str:
         return text
 

@@ -195,6 +195,7 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1"
     out["teacher_val"] = g["teacher_val"].mean()
     out["teacher_label"] = g["teacher_label"].agg(lambda v: next((x for x in v if isinstance(x, str)), None))
     out["note"] = g["note"].agg(lambda v: next((x for x in v if isinstance(x, str)), None))
+    out["bn_statistics"] = g["bn_statistics"].agg(lambda v: next((x for x in v if isinstance(x, str)), None))
     out["seeds"] = g["seed"].apply(lambda s: ",".join(str(v) for v in sorted(s)))
     out["commits"] = g["commit"].apply(lambda s: ",".join(sorted(set(s))))
     dup = g["seed"].apply(lambda s: s.duplicated().any())

@@ -52,10 +52,18 @@ def method_note(method: str, config: dict) -> str | None:
     return catalogue.current().note(method, config)
 
 
+def charged_before_training(cost: dict) -> float:
+    """Seconds of the charged phases that precede training (a teacher's training, a calibration pass), not those
+    after it (WiSE-FT's search on val, listed in `charged_after_training`)."""
+    charges = cost.get("charges", {})
+    after = sum(charges.get(k, {}).get("seconds", 0.0) for k in cost.get("charged_after_training", ()))
+    return cost.get("charged_seconds", 0.0) - after
+
+
 def seconds_to_target(r: RunRecord, target: float) -> float:
-    """Seconds (own, plus charged phases, which precede training) until val top-1 first reaches `target`; NaN if it
-    never does."""
-    charged = r.cost.get("charged_seconds", 0.0)
+    """Seconds (own, plus the charged phases that precede training) until val top-1 first reaches `target`; NaN
+    if it never does."""
+    charged = charged_before_training(r.cost)
     for e in r.epochs:
         if "val" in e and e["val"]["top1"] >= target:
             return e["elapsed"] + charged
@@ -93,7 +101,7 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "best_epoch": r.best["epoch"],
         # charged phases (a teacher's or source model's training, a calibration pass) precede training: they
         # count towards the time to best and the total; `own_seconds` is the method's own training and evaluation
-        "seconds_to_best": r.best["seconds_to_best"] + charged,
+        "seconds_to_best": r.best["seconds_to_best"] + charged_before_training(r.cost),
         "own_seconds": own,
         "total_seconds": own + charged,
         # everything it took to produce the model, charged phases included
@@ -116,6 +124,8 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "teacher_val": math.nan,  # filled in by runs_frame when the teacher's record is in the store
         "teacher_label": None,  # the label of that teacher's row (runs_frame)
         "note": method_note(r.spec["method"], cfg),  # a method's word on this configuration (the paper's ablation)
+        # what BatchNorm normalised with while training (the method's word on its config), for the near-twins table
+        "bn_statistics": catalogue.current().bn_statistics(r.spec["method"], cfg),
         "images": predictions.decode(r.best.get("test_predictions")),  # per-image test results (newer records)
     }
 

@@ -323,12 +323,15 @@ def near_twins_table(summary) -> str:
             f"### Near twins of filter attention: {dataset} · {backbone} · budget {budget}",
             "",
             "Each trains a small set of parameters of the frozen pretrained network (plus the new classifier); "
-            "cut-fc and cut-full are the two ends. Share: trained parameters over the plain network's; extra at "
+            "cut-fc and cut-full are the two ends. Share: trained parameters over the plain network's; BatchNorm "
+            "statistics: what the layers normalise with while training (a difference between rows that is not the "
+            "parameters'; `bn=` changes it and labels the row); extra at "
             f"deployment: parameters the deployed network has beyond the plain one. {label[0].upper()}{label[1:]}: "
             "mean ± std over seeds, 95 % t-interval; Δ: paired test against the baseline of the main table.",
             "",
-            f"| row | trained params | share | {label} (%) | 95 % CI | Δ vs baseline | seconds | extra at deployment |",
-            "|---|---:|---:|---:|---:|---|---:|---:|",
+            f"| row | trained params | share | BatchNorm statistics | {label} (%) | 95 % CI | Δ vs baseline | seconds "
+            "| extra at deployment |",
+            "|---|---:|---:|---|---:|---:|---|---:|---:|",
         ]
         for _, row in rows.iterrows():
             plain, deployed = row.get("plain"), row.get("deployed")
@@ -341,7 +344,7 @@ def near_twins_table(summary) -> str:
             ci = row["ci"]
             interval = f"[{ci[0]:.1f}, {ci[1]:.1f}]" if isinstance(ci, tuple) else "—"
             lines.append(
-                f"| {row_label(row)} | {human_count(row['trainable'])} | {share} | "
+                f"| {row_label(row)} | {human_count(row['trainable'])} | {share} | {row.get('bn_statistics') or '—'} | "
                 f"{cell(row, Column(key, key, key, 'num'), '±')} | {interval} | {significance_cell(row)} | "
                 f"{row['total_seconds_mean']:.0f} | {extra} |"
             )
