@@ -431,7 +431,8 @@ def test_teacher_config_on_the_command_line_trains_the_teacher_with_it(tmp_path)
     kd = next(r for r in records if r["spec"]["method"] == "kd")
     teacher = next(r for r in records if r["run_id"] == kd["sources"]["teacher"])
     assert teacher["spec"]["backbone"] == "test_resnet"
-    assert teacher["spec"]["method_config"] == {"freeze_bn": True, "freeze_stages": 2}
+    config = teacher["spec"]["method_config"]
+    assert config == {"freeze_bn": True, "freeze_stages": 2, "head_lr_scale": 1.0, "layer_decay": 1.0}
     base = next(
         r for r in records if r["spec"]["method"] == "cut-full" and r["spec"]["backbone"] == "test_efficientnet"
     )

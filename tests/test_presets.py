@@ -36,13 +36,15 @@ def test_the_papers_settings_resolve_into_the_runs():
     assert fa[0].train.sampler == "balanced" and fa[0].train.epochs == 12 and fa[0].train.optimizer == "adam"
     at = {r.method: r for r in expand(build_suite({"preset": "paper-attention-transfer"}))}
     frozen = {"freeze_stages": 2, "freeze_bn": True}
-    assert at["cut-full"].method_config == frozen and at["attention-transfer"].backbone == "resnet18"
+    assert at["cut-full"].method_config == frozen | {"head_lr_scale": 1.0, "layer_decay": 1.0}
+    assert at["attention-transfer"].backbone == "resnet18"
     assert at["attention-transfer"].method_config["teacher_config"] == frozen
     assert {k: at["attention-transfer"].method_config[k] for k in frozen} == frozen
     # a later layer wins over the preset, key by key
     over = expand(build_suite({"preset": "paper-attention-transfer"}, {"epochs": 3},
                               {"method_config": {"cut-full": {"freeze_bn": False}}}))  # fmt: skip
-    assert over[0].train.epochs == 3 and over[0].method_config == {"freeze_stages": 2, "freeze_bn": False}
+    assert over[0].train.epochs == 3
+    assert over[0].method_config == {"freeze_stages": 2, "freeze_bn": False, "head_lr_scale": 1.0, "layer_decay": 1.0}
 
 
 # tiny offline versions: random weights, a generated dataset, small images; the methods, backbones and settings
@@ -75,5 +77,5 @@ def test_each_paper_preset_dry_runs_and_runs_offline_with_random_weights(name, t
             assert preset["method_config"][r["spec"]["method"]].items() <= r["spec"]["method_config"].items()
     if name == "paper-attention-transfer":  # the teacher (ResNet-34) trained with the paper's freezing too
         teacher = next(r for r in records if r["spec"]["backbone"] == "resnet34")
-        config = teacher["spec"]["method_config"]
-        assert {k: config[k] for k in ("freeze_stages", "freeze_bn")} == {"freeze_stages": 2, "freeze_bn": True}
+        assert teacher["spec"]["method_config"] == {"freeze_stages": 2, "freeze_bn": True, "head_lr_scale": 1.0,
+                                                    "layer_decay": 1.0}  # fmt: skip
