@@ -15,6 +15,12 @@ def shared_data() -> Path | None:
 
 
 @pytest.fixture(scope="session")
+def shared_root() -> Path | None:
+    """The real data folder, or None where it is absent (for tests that fall back to generated inputs)."""
+    return shared_data()
+
+
+@pytest.fixture(scope="session")
 def flowers_root() -> Path:
     root = shared_data()
     if root is None:

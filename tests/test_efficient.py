@@ -45,10 +45,8 @@ def real_images(root, n=4, res=112):
 
 
 @pytest.fixture(scope="module")
-def images():
-    from conftest import shared_data
-
-    return real_images(shared_data())
+def images(shared_root):
+    return real_images(shared_root)
 
 
 # --- BitFit and BN-only: which parameters -------------------------------------------------------------------------
