@@ -34,7 +34,7 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             "quick",
-            "the demo budget: every method in about 7 minutes on two CPU cores (3 epochs at 80 px, 10 training "
+            "the demo budget: every method in minutes on two CPU cores (3 epochs at 80 px, 10 training "
             "images per class, lighter pruning analyses); numbers well above chance, not the methods' best",
             {
                 "epochs": 3,
@@ -49,8 +49,9 @@ PRESETS: dict[str, Preset] = {
                     "delta": {"attention_batches": 1, "head_epochs": 2},
                 },
             },
-            budget="measured on a 2-core AMD EPYC (AVX2): the run 6 min 48 s and the report 24 s for flowers17 with "
-            "EfficientNet-Lite0 (17 methods); 80 px and 10 images per class keep every method within that, lr 0.03 "
+            budget="measured on a 2-core AMD EPYC (AVX2) with the 17 methods of that time: the run 6 min 48 s and "
+            "the report 24 s for flowers17 with EfficientNet-Lite0 (the 8 parameter-efficient and schedule baselines "
+            "added since are not in that figure); 80 px and 10 images per class keep every method within that, lr 0.03 "
             "lets 18 SGD steps get somewhere, and a 10 % val / test split halves the evaluation; the pruning analyses "
             "run on one class, one theta and one random draw beside the weight-magnitude control, DELTA's channel "
             "attention on one batch",
