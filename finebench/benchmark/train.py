@@ -135,19 +135,15 @@ def lr_groups(
             raise ValueError(f"layer_decay needs a timm model with a group_matcher; {type(model).__name__} has none")
         from timm.optim import param_groups_layer_decay
 
-        flags = {n: p.requires_grad for n, p in model.named_parameters()}
-        for p in model.parameters():  # timm's helper groups the trainable parameters: exactly `params`
-            p.requires_grad_(id(p) in chosen)
-        try:
-            timm_groups = param_groups_layer_decay(
-                model, weight_decay=weight_decay, layer_decay=layer_decay, weight_decay_exclude_1d=False
-            )
-        finally:
-            for n, p in model.named_parameters():
-                p.requires_grad_(flags[n])
+        # timm's helper groups the parameters that require gradients (set by `set_trainable`); keep `params` of them
+        timm_groups = param_groups_layer_decay(
+            model, weight_decay=weight_decay, layer_decay=layer_decay, weight_decay_exclude_1d=False
+        )
         merged: dict[float, list[nn.Parameter]] = {}
         for g in timm_groups:
-            merged.setdefault(float(g["lr_scale"]), []).extend(g["params"])
+            merged.setdefault(float(g["lr_scale"]), []).extend(p for p in g["params"] if id(p) in chosen)
+        if sum(map(len, merged.values())) != len(chosen):
+            raise ValueError("layer_decay: every parameter to group must require gradients (set_trainable first)")
         layers = sorted(merged.items())
     by_scale: dict[float, list[nn.Parameter]] = {}  # one group per distinct scale, in the order first met
     for scale, group in layers:
