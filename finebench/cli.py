@@ -34,6 +34,40 @@ RUN_FLAGS = {
 
 def add_run(sub) -> None:
     p = sub.add_parser("run", help="train and evaluate methods under one budget; one record per run")
+    suite_arguments(p, seeds=True)
+    p.add_argument(
+        "--tuned",
+        metavar="STUDY",
+        help="each method at the values `bench tune --study STUDY` chose on val "
+        "(same dataset, backbone and budget flags as the tuning); rows read 'method (tuned: STUDY)'",
+    )
+    p.add_argument("--storage", help="with --tuned: the study's storage (default: sqlite in the results folder)")
+    many = p.add_argument_group("parallel runs and clusters")
+    many.add_argument("--devices", help="runs in parallel, one worker per device: GPU indices 0,1,2,3 (or cuda:N, "
+                      "cpu entries for CPU workers)")  # fmt: skip
+    cluster_arguments(many)
+    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+    p.add_argument("--dry-run", action="store_true", help="check everything a run checks before training, print the "
+                   "resolved settings, the runs and the teacher/source runs they add, with a time estimate; train "
+                   "nothing")  # fmt: skip
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: record it, go on)")
+
+
+def cluster_arguments(many) -> None:
+    many.add_argument("--launcher", choices=("local", "slurm"), help="submit each unrecorded run as a job through "
+                      "submitit: slurm (a job array) or local (processes here)")  # fmt: skip
+    many.add_argument("--partition", help="SLURM partition")
+    many.add_argument("--gpus-per-job", type=int, help="GPUs per job (SLURM default 1; local: 1 with a GPU, else 0)")
+    many.add_argument("--array-parallelism", type=int, help="jobs running at once (SLURM: no cap; local: 1)")
+    many.add_argument("--job-timeout", help="time limit per job, e.g. 4h (default 24h); a job stopped at it is "
+                      "requeued and its run resumes")  # fmt: skip
+    many.add_argument("--cpus-per-job", type=int, help="CPUs per job (SLURM)")
+    many.add_argument("--mem-gb", type=float, help="memory per job in GB (SLURM)")
+    many.add_argument("--wait", action="store_true", help="SLURM: wait for the jobs to finish (local always waits)")
+
+
+def suite_arguments(p, seeds: bool) -> None:
+    """The flags that make a suite (shared by `bench run` and `bench tune`)."""
     p.add_argument("overrides", nargs="*", metavar="key=value", help="spec overrides, e.g. epochs=5 lr=0.1")
     p.add_argument("--spec", help="YAML suite spec; flags and key=value override it")
     p.add_argument("--preset", help="a named starting point: quick (the demo budget) or a paper's experiment "
@@ -41,7 +75,8 @@ def add_run(sub) -> None:
     p.add_argument("--methods", help="'all' or a comma list, e.g. cut-fc,cut-full")
     p.add_argument("--dataset", "--datasets", dest="dataset", help="dataset name(s), comma separated")
     p.add_argument("--backbone", "--backbones", dest="backbone", help="backbone name(s), comma separated")
-    p.add_argument("--seeds", help="comma list of seeds, e.g. 0,1,2")
+    if seeds:
+        p.add_argument("--seeds", help="comma list of seeds, e.g. 0,1,2")
     p.add_argument("--epochs", type=int, help="training epochs for every method (the budget)")
     p.add_argument("--weights", help="default (shipped or hub), random, or a path to a state dict")
     p.add_argument("--batch-size", type=int)
@@ -62,44 +97,46 @@ def add_run(sub) -> None:
     p.add_argument("--out", default="results", help="results folder (default: results/)")
     p.add_argument("--data-root", help="data root (default: $FINEBENCH_DATA, then the user cache dir)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    many = p.add_argument_group("parallel runs and clusters")
-    many.add_argument("--devices", help="runs in parallel, one worker per device: GPU indices 0,1,2,3 (or cuda:N, "
-                      "cpu entries for CPU workers)")  # fmt: skip
-    many.add_argument("--launcher", choices=("local", "slurm"), help="submit each unrecorded run as a job through "
-                      "submitit: slurm (a job array) or local (processes here)")  # fmt: skip
-    many.add_argument("--partition", help="SLURM partition")
-    many.add_argument("--gpus-per-job", type=int, help="GPUs per job (SLURM default 1; local: 1 with a GPU, else 0)")
-    many.add_argument("--array-parallelism", type=int, help="jobs running at once (SLURM: no cap; local: 1)")
-    many.add_argument("--job-timeout", help="time limit per job, e.g. 4h (default 24h); a job stopped at it is "
-                      "requeued and its run resumes")  # fmt: skip
-    many.add_argument("--cpus-per-job", type=int, help="CPUs per job (SLURM)")
-    many.add_argument("--mem-gb", type=float, help="memory per job in GB (SLURM)")
-    many.add_argument("--wait", action="store_true", help="SLURM: wait for the jobs to finish (local always waits)")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
-    p.add_argument("--dry-run", action="store_true", help="check everything a run checks before training, print the "
-                   "resolved settings, the runs and the teacher/source runs they add, with a time estimate; train "
-                   "nothing")  # fmt: skip
-    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run (default: record it, go on)")
 
 
-def cmd_run(args) -> int:
-    from finebench.benchmark.progress import Reporter
-    from finebench.benchmark.suite import dry_run, run_suite, unselected_configs
-
+def suite_layers(args, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """preset < spec file < flags < key=value, as `build_suite` merges them."""
     layers: list[dict[str, Any]] = []
     if args.preset:
         layers.append({"preset": args.preset})
     if args.spec:
         layers.append(load_yaml(args.spec))
-    flags = {key: getattr(args, flag) for flag, key in RUN_FLAGS.items() if getattr(args, flag) is not None}
+    flags = {key: getattr(args, flag, None) for flag, key in RUN_FLAGS.items()}
+    flags = {k: v for k, v in flags.items() if v is not None}
     if "time_budget" in flags:
         flags["time_budget"] = parse_duration(flags["time_budget"], "--time-budget")
-    layers += [flags, parse_overrides(args.overrides)]
-    suite = build_suite(*layers)
+    return layers + [flags, overrides]
+
+
+def note_unselected(suite, layers) -> None:
+    from finebench.benchmark.suite import unselected_configs
+
     given = {name for layer in layers for name in layer.get("method_config", {}) or {}}  # not a preset's own
     for name in [n for n in unselected_configs(suite) if n in given]:
         print(f"note: method_config.{name} is for {name}, which this run does not select (--methods); left aside",
               file=sys.stderr)  # fmt: skip
+
+
+def cmd_run(args) -> int:
+    from finebench.benchmark.progress import Reporter
+    from finebench.benchmark.suite import dry_run, run_suite
+
+    layers = suite_layers(args, parse_overrides(args.overrides))
+    suite = build_suite(*layers)
+    note_unselected(suite, layers)
+    if args.storage and not args.tuned:
+        raise SpecError("--storage applies to --tuned STUDY (where the study is) and to `bench tune`")
+    if args.tuned:
+        import dataclasses
+
+        from finebench.benchmark.tune import storage_url
+
+        suite = dataclasses.replace(suite, tuned=(args.tuned, storage_url(Path(args.out), args.storage)))
     cluster = [f"--{k.replace('_', '-')}" for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)]
     if cluster and not args.launcher:
         raise SpecError(f"{cluster[0]} applies to --launcher slurm|local only")
@@ -156,6 +193,108 @@ def cmd_run(args) -> int:
         print(f"{len(result.failed)} run(s) FAILED, accounts in {Path(args.out) / 'failed'}/ (`bench run` again "
               "retries them; `bench report` lists them)", file=sys.stderr)  # fmt: skip
         return 1
+    return 0
+
+
+def add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="search each method's hyperparameters on val only, the same number of trials "
+                       "per method (Optuna); `bench run --tuned STUDY` then trains the final seeds")  # fmt: skip
+    suite_arguments(p, seeds=False)
+    t = p.add_argument_group("the search")
+    t.add_argument("--study", default="tune", help="the study's name (default: tune); runs of `bench run --tuned "
+                   "NAME` and rows of the report name it")  # fmt: skip
+    t.add_argument("--trials", type=int, default=10, help="trials per method (default 10), pruned and failed ones "
+                   "included; more later with a larger number")  # fmt: skip
+    t.add_argument(
+        "--sampler",
+        default="tpe",
+        choices=("tpe", "random", "grid"),
+        help="tpe (default; random draws "
+        "for its first half, at most 10), random, or grid (every space a list: space.lr=1e-3,1e-2)",
+    )
+    t.add_argument("--pruner", default="median", choices=("median", "none"), help="median (default): stop a trial "
+                   "whose val curve is below the median of the finished ones' at the same epoch (from epoch 2, once 2 "
+                   "have finished); its cost is counted")  # fmt: skip
+    t.add_argument("--seed", type=int, default=0, help="the seed of every trial (and of the sampler); default 0")
+    t.add_argument("--storage", help="Optuna storage URL (default: sqlite:///RESULTS/tuning.db); a database URL for "
+                   "processes on several machines")  # fmt: skip
+    many = p.add_argument_group("several tuning workers on one study")
+    many.add_argument("--devices", help="one tuning worker per device: GPU indices 0,1 (or cuda:N, cpu entries)")
+    many.add_argument("--workers", type=int, help="with --launcher: how many tuning jobs to submit (default 1)")
+    cluster_arguments(many)
+    p.add_argument("--quiet", action="store_true", help="no per-epoch output")
+
+
+def cmd_tune(args) -> int:
+    from finebench.benchmark.progress import Reporter
+    from finebench.benchmark.tune import TuneOptions, split_space_overrides, tune_suite
+
+    overrides, spaces = split_space_overrides(parse_overrides(args.overrides), [])
+    if "seeds" in overrides or "seed" in overrides:
+        raise SpecError("bench tune: every trial uses one seed, --seed N (the final seeds are `bench run --tuned`'s)")
+    layers = suite_layers(args, overrides)
+    suite = build_suite(*layers)
+    note_unselected(suite, layers)
+    opts = TuneOptions(args.study, args.trials, args.sampler, args.pruner, args.seed, args.storage, spaces)
+    opts.check()
+    out = Path(args.out)
+    if args.data_root:
+        from finebench.datasets.base import data_root
+
+        data_root(args.data_root)
+    cluster = [f"--{k.replace('_', '-')}" for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)]
+    if (cluster or args.workers) and not args.launcher:
+        raise SpecError(f"{(cluster or ['--workers'])[0]} applies to --launcher slurm|local only")
+    reporter = Reporter(quiet=args.quiet)
+    try:
+        if args.launcher:
+            from finebench.benchmark.launch import LaunchOptions, parse_timeout
+            from finebench.benchmark.tune import plans
+            from finebench.benchmark.tune_launch import tune_jobs
+
+            if args.devices or args.device != "auto":
+                raise SpecError("--launcher cannot be combined with --devices or --device (a job uses its node's GPU)")
+            launch = LaunchOptions(
+                args.launcher,
+                args.partition,
+                args.gpus_per_job,
+                args.array_parallelism,
+                parse_timeout(args.job_timeout),
+                args.cpus_per_job,
+                args.mem_gb,
+                args.wait,
+            )
+            launch.check()
+            if args.workers is not None and args.workers < 1:
+                raise SpecError(f"--workers: must be >= 1, got {args.workers}")
+            plans(suite, opts)  # every space checked before anything is submitted
+            tune_jobs(suite, opts, out, args.data_root, launch, args.workers or 1, reporter)
+            if args.launcher == "slurm" and not args.wait:
+                print("submitted; `bench tune` with the same flags (or --wait) shows the studies once the jobs end")
+                return 0
+        elif args.devices:
+            from finebench.benchmark.parallel import parse_devices
+            from finebench.benchmark.tune import plans
+            from finebench.benchmark.tune_launch import tune_parallel
+
+            if args.device != "auto":
+                raise SpecError("--device and --devices: give one (--devices lists the tuning workers' devices)")
+            devices = parse_devices(args.devices)
+            plans(suite, opts)
+            tune_parallel(suite, opts, out, args.data_root, devices, reporter)
+        result = tune_suite(suite, opts, out, args.data_root, args.device, reporter)  # all full: prints the counts
+    except KeyboardInterrupt:
+        again = " ".join(shlex.quote(a) for a in ["bench", *sys.argv[1:]])
+        print(f"\ninterrupted: finished trials are kept in the study; `{again}` goes on (the interrupted trial is "
+              "retried from its last finished epoch)", file=sys.stderr)  # fmt: skip
+        return 130
+    for name, states in result.states.items():
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(states.items()))
+        print(f"{name}: {counts}")
+    print(
+        f"done: every method has its {opts.trials} trial(s); `bench run --tuned {opts.study} --seeds 0,1,2 ...` "
+        "(with the same dataset, backbone and budget flags) trains the final seeds at the chosen values"
+    )
     return 0
 
 
@@ -360,8 +499,8 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "list": cmd_list, "fetch": cmd_fetch,
-            "verify": cmd_verify}  # fmt: skip
+COMMANDS = {"run": cmd_run, "tune": cmd_tune, "status": cmd_status, "report": cmd_report, "list": cmd_list,
+            "fetch": cmd_fetch, "verify": cmd_verify}  # fmt: skip
 
 
 def version() -> str:
@@ -378,7 +517,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="finebench: fine-grained transfer learning, one budget")
     p.add_argument("--version", action="version", version=f"finebench {version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (add_run, add_status, add_report, add_list, add_fetch, add_verify):
+    for add in (add_run, add_tune, add_status, add_report, add_list, add_fetch, add_verify):
         add(sub)
     return p
 
@@ -394,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     p = parser()
     args, extra = p.parse_known_args(argv)
-    if args.command == "run":  # key=value overrides may stand anywhere among the flags
+    if args.command in ("run", "tune"):  # key=value overrides may stand anywhere among the flags
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
     if extra:

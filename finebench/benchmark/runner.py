@@ -217,8 +217,17 @@ class StepLoop:
 class Run:
     """One (method, dataset, backbone, seed) run; `execute()` returns its RunRecord."""
 
-    def __init__(self, spec: RunSpec, data_root: str | None, out_dir: Path, device: torch.device, reporter: Reporter):
+    def __init__(
+        self, spec: RunSpec, data_root: str | None, out_dir: Path, device: torch.device, reporter: Reporter,
+        trial: Any = None, store_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        """`trial`: a `bench tune` trial (see tune.py): the run builds no test loader, reports its val curve to the
+        trial after every epoch and stops when the trial says so (pruned), and `execute` returns the trial's outcome
+        instead of a record. `store_dir`: the store whose recorded runs serve as teachers / sources (default
+        `out_dir`; a trial's checkpoints live in a work folder of its own)."""
         self.spec, self.data_root, self.out_dir, self.device, self.reporter = spec, data_root, out_dir, device, reporter
+        self.trial = trial
+        self.store_dir = Path(store_dir) if store_dir is not None else Path(out_dir)
         self.sources: dict[str, str] = {}
         self.artifacts: dict[str, str] = {}
         self.nested_seconds = 0.0  # wall time of source runs trained during this run's set-up
@@ -258,7 +267,8 @@ class Run:
             "calibration": batches(train_idx, cfg.eval_batch_size, False),
             "val": batches(split.val, cfg.eval_batch_size, False),
         }
-        self.test_loader = batches(split.test, cfg.eval_batch_size, False)  # never shown to the method
+        # never shown to the method; a tuning trial never builds it (selection there is on val only)
+        self.test_loader = None if self.trial is not None else batches(split.test, cfg.eval_batch_size, False)
         self.method = build_method(spec)
         budget = BudgetMeter(cfg.epochs, len(train_idx), cfg.time_budget)
         self.ctx = Context(spec, data.info.num_classes, stage_map(backbone.model), budget, self.device, loaders)
@@ -347,16 +357,16 @@ class Run:
 
         role, method_name = source.role, source.method
         spec = source_spec(self.spec, source)
-        store = ResultStore(self.out_dir)
+        store = ResultStore(self.store_dir)
         t0 = time.perf_counter()
-        with RunLock(self.out_dir, spec.run_id):  # another process training the same source: wait for it
+        with RunLock(self.store_dir, spec.run_id):  # another process training the same source: wait for it
             if moved := store.set_aside_if_damaged(spec.run_id):
                 self.reporter.print(f"  damaged record {store.path(spec.run_id)} ({moved[0]}): moved to {moved[1]}")
             record = store.get(spec.run_id)
-            if record is None or not (self.out_dir / record.artifacts.get("model", "-")).exists():
+            if record is None or not (self.store_dir / record.artifacts.get("model", "-")).exists():
                 self.reporter.print(f"  {role} model: training {spec.label} (run {spec.run_id})")
                 with preserved_rng():
-                    record = Run(spec, self.data_root, self.out_dir, self.device, self.reporter).execute()
+                    record = Run(spec, self.data_root, self.store_dir, self.device, self.reporter).execute()
                 if not store.has(spec.run_id):
                     store.append(record)
                 recorded(store, spec.run_id)
@@ -365,7 +375,7 @@ class Run:
                 self.reporter.print(f"  {role} model: reusing {spec.label} (run {spec.run_id}), its cost charged again")
         self.nested_seconds += time.perf_counter() - t0  # charged below as the record's cost, as when loaded
         model = create_backbone(spec.backbone, self.ctx.num_classes, "random").model
-        model.load_state_dict(load_state_dict(self.out_dir / record.artifacts["model"]))
+        model.load_state_dict(load_state_dict(self.store_dir / record.artifacts["model"]))
         cost = record.cost
         seconds = cost["total_seconds"] + cost.get("charged_seconds", 0.0)
         self.imported_seconds += seconds
@@ -408,6 +418,8 @@ class Run:
         checkpoints = Checkpoints(self.out_dir, spec.run_id)
         if method.trains and (resumed := self.resume(checkpoints, loop)) is not None:
             history, best, best_state, started = resumed
+            if self.trial is not None:
+                self.trial.restored(history)  # the epochs trained before the interruption, as the trial's curve
         todo = range(len(history), cfg.epochs) if method.trains and not budget.capped else range(0)
         for epoch in todo:
             data_seconds = self.train_epoch(loop, epoch)
@@ -448,6 +460,10 @@ class Run:
                      "resumes": self.resumes, "method_state": ctx.state, "commit": git_commit(),
                      "scaler": self.precision.state()}  # fmt: skip
             checkpoints.save(state, best["epoch"], best_state if improved else None)
+            if self.trial is not None and self.trial.epoch_end(entry):
+                self.reporter.print(f"  pruned after epoch {epoch + 1}: its val curve is below the other trials'")
+                self.pruned = True
+                break
             if budget.capped:
                 self.reporter.print(f"  time budget of {cfg.time_budget:.0f}s spent: stopped after epoch {epoch + 1}")
                 break
@@ -456,7 +472,39 @@ class Run:
             val = self.evaluate(model, self.loaders["val"])
             budget.eval_seconds += time.perf_counter() - t_eval
             best, best_state = {"epoch": 0, "val": val, "seconds_to_best": budget.elapsed()}, cpu_state(model)
+        if self.trial is not None:
+            return self.finish_trial(history, best, best_state)
         return self.finish(started, history, best, best_state)
+
+    pruned = False  # a tuning trial stopped by its pruner
+
+    def finish_trial(self, history, best, best_state) -> dict[str, Any]:
+        """A tuning trial's outcome, from val only: the best-val epoch (after the method's `finalize`, which may
+        itself choose on val, unless the trial was pruned), the val curve and what the trial cost. No test."""
+        ctx, model, method = self.ctx, self.model, self.method
+        t_eval = time.perf_counter()
+        model.load_state_dict(best_state)
+        charged_before = sum(c.seconds for c in ctx.budget.charges.values())
+        if type(method).finalize is not Method.finalize and not self.pruned:
+            ctx.validate = lambda m: self.evaluate(m, self.loaders["val"])
+            try:
+                model = method.finalize(model, ctx)
+            finally:
+                ctx.validate = None
+            best["val_finalized"] = self.evaluate(model, self.loaders["val"])
+        charged_now = sum(c.seconds for c in ctx.budget.charges.values()) - charged_before
+        ctx.budget.eval_seconds += time.perf_counter() - t_eval - charged_now
+        return {"history": history, "best": best, "pruned": self.pruned, "cost": self.trial_cost(),
+                "sources": dict(self.sources)}  # fmt: skip
+
+    def trial_cost(self) -> dict[str, Any]:
+        """What this run (a trial) has cost so far: its set-up, training and evaluation (seconds, samples, training
+        FLOPs) and each charged phase by name (a teacher's recorded cost, a calibration pass)."""
+        budget = getattr(getattr(self, "ctx", None), "budget", None)
+        if budget is None:  # failed in set-up, before its meter existed
+            return {"seconds": 0.0, "samples": 0, "flops": 0.0, "charges": {}}
+        return {"seconds": getattr(self, "setup_seconds", 0.0) + budget.elapsed(), "samples": budget.samples,
+                "flops": budget.train_flops, "charges": budget.charges_dict()}  # fmt: skip
 
     def evaluate(self, model: torch.nn.Module, loader: Batches, predictions: bool = False) -> dict[str, Any]:
         """The method's metrics of `model` on `loader`, under the run's arithmetic."""

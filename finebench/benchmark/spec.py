@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from finebench.benchmark.presets import PRESETS
-from finebench.core.labels import LATER_FIELDS, identity_train, spec_label  # noqa: F401 - part of the spec's API
+from finebench.core.labels import LATER_FIELDS, identity_train, spec_label, tuned_identity  # noqa: F401 - the spec's API
 
 SPEC_VERSION = 1
 
@@ -86,6 +86,8 @@ class SuiteSpec:
     seeds: tuple[int, ...] = (0,)
     method_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # `bench run --tuned STUDY`: (study name, storage URL): every run at its method's values chosen in that study
+    tuned: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,16 +98,24 @@ class RunSpec:
     backbone: str
     seed: int
     train: TrainConfig
+    # a final run at values `bench tune` chose (`bench run --tuned STUDY`): the study, its trials and the values
+    # (applied to `train` and `method_config` above), the suite's values they replaced, and the tuning's cost and
+    # trials for the record; None: the suite's own settings
+    tuned: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["method_config"] = dict(self.method_config)
         d["train"]["split"] = list(self.train.split)
+        if self.tuned is None:  # a spec without tuning reads as every spec written before tuning existed
+            del d["tuned"]
         return d
 
     @property
     def run_id(self) -> str:
         spec = self.to_dict()
+        if "tuned" in spec:  # which tuning chose the values identifies the run, not its cost or storage
+            spec["tuned"] = tuned_identity(spec["tuned"])
         spec["train"] = identity_train(spec["train"])
         spec["method_config"] = identity_config(self.method, spec["method_config"])
         payload = json.dumps({"v": SPEC_VERSION, **spec}, sort_keys=True, separators=(",", ":"))

@@ -17,8 +17,27 @@ LATER_FIELDS: dict[str, Any] = {
 
 
 def spec_label(spec: Mapping[str, Any]) -> str:
-    """'method | dataset | backbone | seed N' of a run spec (or a recorded one, as a dict)."""
-    return f"{spec.get('method')} | {spec.get('dataset')} | {spec.get('backbone')} | seed {spec.get('seed')}"
+    """'method | dataset | backbone | seed N' of a run spec (or a recorded one, as a dict); a run at tuned values
+    reads 'method (tuned: study) | ...'."""
+    method = spec.get("method")
+    if spec.get("tuned"):
+        method = f"{method} (tuned: {spec['tuned']['study']})"
+    return f"{method} | {spec.get('dataset')} | {spec.get('backbone')} | seed {spec.get('seed')}"
+
+
+def tuned_identity(tuned: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies a tuned run's tuning: the study, how many trials it had when the values were chosen, and the
+    values (not where the study is stored, nor its cost: the same choice moved elsewhere is the same run)."""
+    return {"study": tuned["study"], "trials": tuned["trials"], "values": dict(tuned["values"])}
+
+
+def untuned_train(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded run's train config as the suite gave it: a tuned run's train keys back at the suite's values, so
+    that tuned and default runs of one budget share a table."""
+    train = dict(spec["train"])
+    if spec.get("tuned"):
+        train.update(spec["tuned"].get("base", {}))
+    return train
 
 
 def identity_train(train: Mapping[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from finebench.backbones import backbone_info, create_backbone, data_config
 from finebench.backbones.stages import stage_map
 from finebench.backbones.weights import WeightsError, load_state_dict
 from finebench.core.hashing import sha256_file
+from finebench.core.space import log
 from finebench.methods.base import Context, Method, Source, Stage
 from finebench.methods.cost import forward_flops
 from finebench.methods.level_of_cut import CutConfig, CutFull, cut_parameters
@@ -480,6 +481,8 @@ class AttentionTransfer(Distillation):
     """Attention transfer from a fine-tuned larger teacher (activation maps of the last two stages)."""
 
     name = "attention-transfer"
+    tune_key = "beta"
+    tune_range = log(10.0, 1e4)  # the paper's 1e3, two decades down and one up
     citation = (
         "Zagoruyko, Komodakis: Paying More Attention to Attention: Improving the Performance of Convolutional"
         " Neural Networks via Attention Transfer, ICLR 2017, arXiv:1612.03928"
@@ -494,6 +497,8 @@ class KnowledgeDistillation(Distillation):
     """Knowledge distillation from a fine-tuned larger teacher (T = 4, alpha = 0.9)."""
 
     name = "kd"
+    tune_key = "temperature"
+    tune_range = log(1.0, 20.0)  # Hinton et al. try T from 1 to 20
     citation = "Hinton, Vinyals, Dean: Distilling the Knowledge in a Neural Network, 2015, arXiv:1503.02531"
     Config = KDConfig
     uses_kd = True
@@ -504,6 +509,8 @@ class AttentionTransferKD(Distillation):
     """Attention transfer plus knowledge distillation from the same teacher."""
 
     name = "at+kd"
+    tune_key = "beta"
+    tune_range = log(10.0, 1e4)
     citation = (
         "Zagoruyko, Komodakis: Paying More Attention to Attention: Improving the Performance of Convolutional"
         " Neural Networks via Attention Transfer, ICLR 2017, arXiv:1612.03928; Hinton, Vinyals, Dean: "

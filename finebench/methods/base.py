@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from finebench.core.space import Space, log
+
 if TYPE_CHECKING:
     from finebench.backbones.stages import StageMap
     from finebench.methods.cost import BudgetMeter
@@ -187,6 +189,12 @@ class Method:
     # changes the id of a run whose behaviour it does not change; a record that lacks it reads as that value.
     LATER: ClassVar[dict[str, Any]] = {}
 
+    # `bench tune`: the hyperparameter that sets this method apart (AT's beta, L2-SP's alpha, LoRA's rank), searched
+    # beside the learning rate and drawn on the sensitivity figure; None: the method has none to tune
+    tune_key: ClassVar[str | None] = None
+    # its default range (the papers' grids or a decade or two around their defaults); the user overrides any one
+    tune_range: ClassVar[Space | None] = None
+
     def __init__(self, config: Any) -> None:
         self.config = config
 
@@ -202,6 +210,19 @@ class Method:
         """A recorded config with the fields it predates filled in with what its run did (their legacy value)."""
         later = {**OPTIM_DEFAULTS, **cls.LATER}
         return {**{k: v for k, v in later.items() if k not in config}, **config}
+
+    @classmethod
+    def search_space(cls, config: Mapping[str, Any]) -> dict[str, Space]:
+        """`bench tune`'s default space for this method under `config`: key -> Space. A key names a field of the
+        method's Config, or else the suite's `lr`, `weight_decay` or `momentum`. Default: the suite's learning rate
+        (log-uniform over 1e-4..1e-1, the range Li et al. 2020 search for fine-tuning with SGD), the suite's weight
+        decay (1e-6..1e-2; VPT's grid 0..1e-2) and the method's `tune_key`. Methods that train nothing have none."""
+        if not cls.trains:
+            return {}
+        space = {"lr": log(1e-4, 1e-1), "weight_decay": log(1e-6, 1e-2)}
+        if cls.tune_key is not None and cls.tune_range is not None:
+            space[cls.tune_key] = cls.tune_range
+        return space
 
     @classmethod
     def note(cls, config: dict[str, Any]) -> str | None:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from finebench.core.augment import crop_boxes, resized_crops
+from finebench.core.space import log
 from finebench.methods.base import Context, Method
 from finebench.methods.pretrained import pooled_features
 from finebench.methods.registry import register_method
@@ -128,6 +129,8 @@ class BiTuning(Method):
     """Fine-tuning with contrastive terms on the classifier and a projector against momentum-encoded class queues."""
 
     name = "bi-tuning"
+    tune_key = "trade_off"
+    tune_range = log(0.1, 10.0)
     citation = (
         "Zhong, Wang, Kou, Wang, Long: Bi-tuning of Pre-trained Representations, 2020, arXiv:2011.06182 "
         "(implementation: TLlib)"

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from finebench.core.space import log
 from finebench.methods.base import Context, Method
 from finebench.methods.pretrained import pooled_features
 from finebench.methods.registry import register_method
@@ -42,6 +43,8 @@ class BSS(Method):
     """Fine-tuning with the k smallest squared singular values of each batch's features penalised."""
 
     name = "bss"
+    tune_key = "eta"
+    tune_range = log(1e-4, 1e-1)  # the paper's 1e-3 (eta), a decade either way and one more up
     citation = (
         "Chen, Wang, Fu, Long, Wang: Catastrophic Forgetting Meets Negative Transfer: Batch Spectral Shrinkage for "
         "Safe Transfer Learning, NeurIPS 2019"

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from finebench.core.space import log
 from finebench.methods.base import Context
 from finebench.methods.cost import forward_flops
 from finebench.methods.pretrained import (
@@ -67,6 +68,8 @@ class CoTuning(SourceHeadMethod):
     """Fine-tuning that also trains the original head on target labels translated into source-class probabilities."""
 
     name = "co-tuning"
+    tune_key = "lam"
+    tune_range = log(0.1, 10.0)  # the paper's 2.3 inside
     citation = "You, Kou, Long, Wang: Co-Tuning for Transfer Learning, NeurIPS 2020 (github.com/thuml/CoTuning)"
     Config = CoTuningConfig
 

@@ -42,6 +42,7 @@ squared differences, no averaging).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from finebench.core.space import Space, log
 from finebench.methods.attention_branch import ordered_children
 from finebench.methods.attention_transfer import FeatureTap
 from finebench.methods.base import Context, Method, Stage
@@ -230,6 +232,14 @@ class Delta(Method):
     """Fine-tuning with an attention-weighted pull of feature maps towards the pretrained network's."""
 
     name = "delta"
+    tune_key = "alpha"
+    tune_range = log(1e-3, 1.0)
+
+    @classmethod
+    def search_space(cls, config: Mapping[str, Any]) -> dict[str, Space]:
+        """The learning rate and alpha: the head's L2 (beta) replaces weight decay (its stage trains with none)."""
+        return {k: v for k, v in super().search_space(config).items() if k != "weight_decay"}
+
     citation = (
         "Li, Xiong, Wang, Zhang, Zhu, Huan, Huang: DELTA: DEep Learning Transfer using Feature Map with Attention for "
         "Convolutional Networks, ICLR 2019, arXiv:1901.09229"

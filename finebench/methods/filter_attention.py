@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
+from finebench.core.space import Space, log
 from finebench.methods.base import Context, Method, Stage
 from finebench.methods.pruning import Pruner
 from finebench.methods.ranking import Controls, count, filter_magnitude, key, lowest_fraction
@@ -215,6 +217,16 @@ class FilterAttention(Method):
     """Filter attention: a trainable scalar per conv filter (and input channel), letter schedules (FFAAAB...)."""
 
     name = "filter-attention"
+    tune_key = "lam"
+    tune_range = log(0.01, 10.0)  # the penalty weight, two decades around the authors' 1
+
+    @classmethod
+    def search_space(cls, config: Mapping[str, Any]) -> dict[str, Space]:
+        """Its own Adam's learning rate (1e-5..1e-2 around the authors' 1e-3) and lambda; no weight decay (the authors'
+        has none, and a decay pulls attention towards 0). With `optimizer=suite` the suite's learning rate."""
+        lr = {"train.lr": log(1e-4, 1e-1)} if config.get("optimizer") == "suite" else {"lr": log(1e-5, 1e-2)}
+        return lr | {cls.tune_key: cls.tune_range}
+
     citation = (
         "Mo, Cheng, Fang: Pay Attention to Convolution Filters: Towards Fast and Accurate Fine-Grained "
         "Transfer Learning, 2019, arXiv:1906.04950"

@@ -16,6 +16,7 @@ DELTA defaults): `scope=all alpha=0.01 beta=0.01` here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from finebench.core.space import Space, log
 from finebench.methods.base import Context, Method, Stage
 from finebench.methods.pretrained import starting_point
 from finebench.methods.registry import register_method
@@ -64,6 +66,8 @@ class L2SP(Method):
     """Fine-tuning with an L2 pull towards the pretrained weights (and L2 on the new head) instead of weight decay."""
 
     name = "l2-sp"
+    tune_key = "alpha"
+    tune_range = log(1e-3, 1.0)  # the paper's cross-validation grid spans 0.001..1
     citation = (
         "Li, Grandvalet, Davoine: Explicit Inductive Bias for Transfer Learning with Convolutional Networks, ICML "
         "2018, arXiv:1802.01483"
@@ -78,6 +82,11 @@ class L2SP(Method):
                 raise ValueError(f"method_config.{self.name}.{key} must be a number >= 0, got {v!r}")
         if config.scope not in SCOPES:
             raise ValueError(f"method_config.{self.name}.scope {config.scope!r} is not one of {', '.join(SCOPES)}")
+
+    @classmethod
+    def search_space(cls, config: Mapping[str, Any]) -> dict[str, Space]:
+        """The learning rate and alpha: the pull replaces weight decay (its stage trains with none)."""
+        return {k: v for k, v in super().search_space(config).items() if k != "weight_decay"}
 
     @classmethod
     def note(cls, config: dict[str, Any]) -> str | None:

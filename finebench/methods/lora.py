@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from finebench.core.space import choice
 from finebench.methods.base import Context, Method, Stage
 from finebench.methods.registry import register_method
 
@@ -102,6 +103,8 @@ class LoRA(Method):
     """Freeze the network; train low-rank updates of its convolutions (peft's LoRA) and the classifier; merged."""
 
     name = "lora"
+    tune_key = "rank"
+    tune_range = choice(2, 4, 8, 16, 32)  # alpha stays at its value, so the update scales by alpha / r
     citation = (
         "Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen: LoRA: Low-Rank Adaptation of Large Language Models, "
         "ICLR 2022, arXiv:2106.09685"

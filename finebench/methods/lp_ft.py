@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from finebench.core.space import uniform
 from finebench.methods.base import Context, Method, Stage
 from finebench.methods.registry import register_method
 
@@ -94,6 +95,8 @@ class LPFT(ProbeThenTune):
     """Train the classifier on frozen features, then fine-tune the whole network from there (one budget)."""
 
     name = "lp-ft"
+    tune_key = "probe_fraction"
+    tune_range = uniform(0.2, 0.8)
     citation = (
         "Kumar, Raghunathan, Jones, Ma, Liang: Fine-Tuning can Distort Pretrained Features and Underperform "
         "Out-of-Distribution, ICLR 2022, arXiv:2202.10054"
@@ -111,6 +114,8 @@ class WiseFT(ProbeThenTune):
     """LP-FT, then the weights interpolated between the probe's and the fine-tuned model, the mix chosen on val."""
 
     name = "wise-ft"
+    tune_key = "probe_fraction"
+    tune_range = uniform(0.2, 0.8)
     citation = (
         "Wortsman, Ilharco, Kim, Li, Kornblith, Roelofs, Gontijo-Lopes, Hajishirzi, Farhadi, Namkoong, Schmidt: "
         "Robust fine-tuning of zero-shot models, CVPR 2022, arXiv:2109.01903"

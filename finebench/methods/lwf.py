@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from finebench.core.space import log
 from finebench.methods.base import Context, Stage
 from finebench.methods.pretrained import (
     SOURCE_HEAD,
@@ -66,6 +67,8 @@ class LwF(SourceHeadMethod):
     """Fine-tuning that keeps the original head's outputs close to the pretrained network's on the target images."""
 
     name = "lwf"
+    tune_key = "lam"
+    tune_range = log(0.1, 10.0)  # lambda_o: the paper uses 1
     citation = "Li, Hoiem: Learning without Forgetting, ECCV 2016 / TPAMI 2018, arXiv:1606.09282"
     Config = LwFConfig
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from finebench.core.space import uniform
 from finebench.methods.base import Context, Method
 from finebench.methods.registry import register_method
 
@@ -96,6 +97,8 @@ class StochNorm(Method):
     """Fine-tuning with every BatchNorm layer normalising by batch or moving statistics at random per channel."""
 
     name = "stochnorm"
+    tune_key = "p"
+    tune_range = uniform(0.1, 0.9)
     citation = "Kou, You, Long, Wang: Stochastic Normalization, NeurIPS 2020 (github.com/thuml/StochNorm)"
     Config = StochNormConfig
 

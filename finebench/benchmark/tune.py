@@ -1,0 +1,618 @@
+"""`bench tune`: each method's hyperparameters searched on val only, with the same number of trials per method.
+
+One Optuna study per (study name, dataset, backbone, method) in one storage (SQLite in the results folder by
+default, or any database URL Optuna accepts), so that several `bench tune` processes, `--devices` workers or
+cluster jobs share it. A trial is one run of the suite's budget at the tuning seed with the sampled values; it never
+builds a test loader (the runner's trial mode), reports its val curve after every epoch to the pruner, and leaves
+its cost (seconds, samples, training FLOPs) in the trial. `bench run --tuned STUDY` then trains the final seeds at
+each method's best trial's values; their records carry the study, the values and the tuning's cost and trials.
+
+Claiming a trial (counting the study's trials, asking Optuna for the next) happens under a file lock in the
+results folder, and a running trial holds a lock of its own: a trial whose lock is free while the storage says
+RUNNING belonged to a process that died (kill -9, a preempted job); the next claimer marks it failed
+(`interrupted`, not counted) and enqueues its values again, and the retry resumes from that trial's last epoch
+checkpoint. Finished trials are never run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import re
+import time
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from finebench.benchmark.checkpoint import discard
+from finebench.benchmark.progress import Reporter, fmt_seconds
+from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec, TrainConfig
+from finebench.core.labels import identity_train
+from finebench.core.space import Space, SpaceError, parse_space
+from finebench.methods import METHODS
+from finebench.methods.base import OPTIM_DEFAULTS
+from finebench.results.lock import RunLock
+
+TRAIN_KEYS = ("lr", "weight_decay", "momentum")  # the suite's keys a trial may vary (never the budget)
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "none")
+PRUNER_WARMUP = 2  # the median pruner looks from the 2nd epoch on: one epoch says little under a fresh schedule
+PRUNER_STARTUP = 2  # ... and only once 2 trials of the method have finished
+ATTR = "finebench"  # the study's user attribute holding what it tunes, to refuse a mismatched reuse
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    study: str = "tune"
+    trials: int = 10  # per method, counted: finished, pruned or failed (a killed trial is retried, not counted)
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0  # the seed of every trial (and of the sampler)
+    storage: str | None = None  # None: sqlite:///<results>/tuning.db
+    spaces: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # "*" or method -> key -> space text
+
+    def check(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.study):
+            raise SpecError(f"--study {self.study!r}: use letters, digits, '.', '_' and '-' (it names files)")
+        if self.trials < 1:
+            raise SpecError(f"--trials: must be >= 1, got {self.trials}")
+        if self.sampler not in SAMPLERS:
+            raise SpecError(f"--sampler {self.sampler!r}: expected one of {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise SpecError(f"--pruner {self.pruner!r}: expected one of {', '.join(PRUNERS)}")
+        if self.seed < 0:
+            raise SpecError(f"--seed: must be >= 0, got {self.seed}")
+
+
+def storage_url(out: Path, storage: str | None) -> str:
+    return storage or f"sqlite:///{(Path(out) / 'tuning.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """The storage URL without a password, for records and messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def open_storage(url: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}  # writers wait, not fail
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as e:  # noqa: BLE001 - a URL the user gave: say which and why
+        raise SpecError(f"--storage {shown_url(url)}: cannot open it as an Optuna storage ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]})") from e  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------- spaces
+
+
+def target(method: str, key: str) -> tuple[str, str]:
+    """('method' | 'train', field) a space key sets: a field of the method's config, else the suite's lr,
+    weight_decay or momentum ('train.lr' always the suite's)."""
+    cls = METHODS.get(method)
+    own = [f.name for f in dataclasses.fields(cls.Config)] + list(OPTIM_DEFAULTS)
+    if key.startswith("train."):
+        name = key.removeprefix("train.")
+        if name in TRAIN_KEYS:
+            return "train", name
+    elif key in own:
+        return "method", key
+    elif key in TRAIN_KEYS:
+        return "train", key
+    budget = " (the budget is the same for every trial and method)" if key in ("epochs", "batch_size") else ""
+    raise SpecError(f"space.{method}.{key}: not a setting {method} can be tuned on{budget}; valid: "
+                    f"{', '.join(own + [f'{k} (the suite´s)' for k in TRAIN_KEYS]) }")  # fmt: skip
+
+
+def resolve_spaces(method: str, config: Mapping[str, Any], given: Mapping[str, Mapping[str, Any]]) -> dict[str, Space]:
+    """The method's space: its declared default, then `space.KEY` (every method) and `space.METHOD.KEY` overrides;
+    `default` as a value drops a dimension (the key keeps its configured value)."""
+    cls = METHODS.get(method)
+    space = dict(cls.search_space(config))
+    for scope in ("*", method):
+        for key, text in (given.get(scope) or {}).items():
+            target(method, key)  # a key the method cannot take is named now
+            where = f"space.{key}" if scope == "*" else f"space.{method}.{key}"
+            if str(text).strip().lower() == "default":
+                space.pop(key, None)
+                continue
+            try:
+                space[key] = parse_space(text, where)
+            except SpaceError as e:
+                raise SpecError(str(e)) from None
+    return space
+
+
+def split_space_overrides(overrides: dict[str, Any], methods: list[str]) -> tuple[dict, dict[str, dict[str, Any]]]:
+    """Take `space.…` out of parsed key=value overrides: {'*': {key: text}, method: {key: text}}."""
+    overrides = dict(overrides)
+    raw = overrides.pop("space", {}) or {}
+    if not isinstance(raw, dict):
+        raise SpecError("space: give space.KEY=SPACE or space.METHOD.KEY=SPACE, e.g. space.lr=log:1e-4:1e-1")
+    out: dict[str, dict[str, Any]] = {"*": {}}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            if key not in METHODS:
+                raise SpecError(f"space.{key}: {METHODS.unknown_message(key)}")
+            out.setdefault(key, {}).update(value)
+        else:
+            out["*"][key] = value
+    return overrides, out
+
+
+def apply(run: RunSpec, values: Mapping[str, Any]) -> RunSpec:
+    """`run` with `values` (space keys -> values) set in its train config and method config, checked as a spec."""
+    from finebench.benchmark.spec import validate_train
+    from finebench.benchmark.suite import method_config
+
+    train_values, method_values = {}, {}
+    for key, value in values.items():
+        kind, name = target(run.method, key)
+        (train_values if kind == "train" else method_values)[name] = value
+    train = run.train
+    if train_values:
+        from finebench.benchmark.spec import coerce
+
+        hints = typing.get_type_hints(TrainConfig)
+        train = dataclasses.replace(train, **{k: coerce(k, v, hints[k]) for k, v in train_values.items()})
+        validate_train(train)
+    config = method_config(run.method, {run.method: {**run.method_config, **method_values}})
+    return dataclasses.replace(run, train=train, method_config=config)
+
+
+def distributions(space: Mapping[str, Space]):
+    """Optuna distributions of the searched dimensions; a one-value space is fixed, not searched."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out = {}
+    for key, s in space.items():
+        if s.fixed:
+            continue
+        if s.kind == "choice":
+            out[key] = CategoricalDistribution(list(s.choices))
+        elif s.kind == "int":
+            out[key] = IntDistribution(int(s.low), int(s.high))
+        else:
+            out[key] = FloatDistribution(s.low, s.high, log=s.kind == "log")
+    return out
+
+
+def check_space(run: RunSpec, space: Mapping[str, Space]) -> None:
+    """Every end of every dimension must make a valid run (types, ranges, the method's own checks) before any
+    trial starts; a grid needs lists."""
+    from finebench.benchmark.runner import build_method
+
+    for key, s in space.items():
+        ends = s.choices if s.kind == "choice" else (s.low, s.high)
+        if s.kind == "int":
+            ends = tuple(int(v) for v in ends)
+        for value in ends:
+            try:
+                build_method(apply(run, {key: value}))
+            except (ValueError, TypeError) as e:
+                raise SpecError(f"space.{run.method}.{key}={s.text()}: the value {value!r} is not valid ({e})") from e
+
+
+# ---------------------------------------------------------------------------------------------------------- studies
+
+
+@dataclass
+class Plan:
+    """One method's study on one dataset and backbone."""
+
+    name: str  # the Optuna study name
+    base: RunSpec  # the suite's run at the tuning seed, before any sampled value
+    space: dict[str, Space]
+    attrs: dict[str, Any]  # what the study tunes (stored in it; a reuse must match)
+
+
+def study_name(study: str, run: RunSpec) -> str:
+    return f"{study}:{run.dataset}:{run.backbone}:{run.method}"
+
+
+def plans(suite: SuiteSpec, opts: TuneOptions) -> list[Plan]:
+    """A Plan per (dataset, backbone, method) of the suite; every space checked."""
+    from finebench.benchmark.suite import expand
+
+    runs = expand(dataclasses.replace(suite, seeds=(opts.seed,)))
+    out = []
+    for run in runs:
+        cls = METHODS.get(run.method)
+        if not cls.trains:
+            raise SpecError(f"{run.method} trains nothing itself (it analyses another run's model): it has nothing to "
+                            "tune; tune the method whose model it takes and leave it out of --methods")  # fmt: skip
+        space = resolve_spaces(run.method, run.method_config, opts.spaces)
+        if not distributions(space):
+            raise SpecError(f"{run.method}: its search space is empty (every dimension fixed or dropped); give one "
+                            "with space.KEY=…")  # fmt: skip
+        check_space(run, space)
+        if opts.sampler == "grid":
+            ranged = [k for k, s in space.items() if s.kind != "choice"]
+            if ranged:
+                raise SpecError(f"--sampler grid: space.{run.method}.{ranged[0]}={space[ranged[0]].text()} is a range; "
+                                "a grid needs lists of values, e.g. space.lr=1e-3,1e-2,1e-1")  # fmt: skip
+            points = math.prod(len(s.choices) for s in space.values())
+            if opts.trials > points:
+                raise SpecError(f"--trials {opts.trials} with --sampler grid: {run.method}'s grid has {points} "
+                                "point(s); give at most that many trials (each point once)")  # fmt: skip
+        attrs = {
+            "method": run.method, "dataset": run.dataset, "backbone": run.backbone, "seed": opts.seed,
+            "train": identity_train(run.to_dict()["train"]), "method_config": dict(run.method_config),
+            "space": {k: s.text() for k, s in space.items()}, "sampler": opts.sampler, "pruner": opts.pruner,
+            "metric": run.train.select_metric,
+        }  # fmt: skip
+        out.append(Plan(study_name(opts.study, run), run, space, attrs))
+    return out
+
+
+def open_study(storage, plan: Plan):
+    """The plan's study, created with its attributes; an existing one must tune the same thing."""
+    import optuna
+
+    study = optuna.create_study(storage=storage, study_name=plan.name, direction="maximize", load_if_exists=True)
+    stored = study.user_attrs.get(ATTR)
+    if stored is None:
+        study.set_user_attr(ATTR, plan.attrs)
+        return study
+    for key, value in plan.attrs.items():
+        if _norm(stored.get(key)) != _norm(value):
+            raise SpecError(f"study {plan.name!r} already exists with a different {key} ({_short(stored.get(key))}, "
+                            f"now {_short(value)}); use another --study name, or the settings it was made "
+                            "with")  # fmt: skip
+    return study
+
+
+def _norm(v: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(v, sort_keys=True, default=str))
+
+
+def _short(v: Any) -> str:
+    text = str(v)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def counted(trials: list) -> list:
+    """The trials that count towards --trials: finished, pruned, failed or running; not a killed one (its values were
+    queued again: a later trial names it in `retry_of`) and not a queued one until it runs."""
+    from optuna.trial import TrialState
+
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    return [t for t in trials if t.state != TrialState.WAITING and t.number not in retried]
+
+
+def interrupted(trials: list) -> set[int]:
+    return {t.user_attrs["retry_of"] for t in trials if t.user_attrs.get("retry_of") is not None}
+
+
+def make_sampler(kind: str, seed: int, space: Mapping[str, Space], trials: int):
+    """A sampler seeded per trial number (the study's seed + the number), so that trials claimed by different
+    processes draw different values and a study is reproducible whichever process claims which trial."""
+    import optuna
+
+    if kind == "grid":
+        return optuna.samplers.GridSampler({k: list(s.choices) for k, s in space.items() if not s.fixed}, seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = min(10, max(2, trials // 2))  # random draws before TPE models the others (Optuna's default: 10)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+
+
+def make_pruner(kind: str):
+    import optuna
+
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP, n_warmup_steps=PRUNER_WARMUP)
+
+
+class Claims:
+    """The file locks that keep processes sharing a study from claiming one trial twice or counting past --trials."""
+
+    def __init__(self, out: Path, name: str) -> None:
+        key = hashlib.sha256(name.encode()).hexdigest()[:16]
+        self.root, self.key = Path(out) / "tuning", key
+
+    def claim_lock(self) -> RunLock:
+        return RunLock(self.root, f"claim-{self.key}")
+
+    def trial_lock(self, number: int) -> RunLock:
+        return RunLock(self.root, f"trial-{self.key}-{number}")
+
+
+def recover(study, claims: Claims, reporter: Reporter) -> None:
+    """RUNNING trials whose process died: marked failed (`interrupted`, not counted) and their values enqueued
+    again, so the next claim retries them (from the trial's last checkpoint). Call under the claim lock."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        lock = claims.trial_lock(t.number)
+        if not lock.acquire():
+            continue  # its process is alive
+        try:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            study.tell(t.number, state=TrialState.FAIL)
+            reporter.print(f"  trial {t.number} of {study.study_name} was interrupted (its process is gone): its "
+                           "values are queued again and resume from its last epoch")  # fmt: skip
+        finally:
+            lock.release()
+
+
+def claim(study, plan: Plan, opts: TuneOptions, claims: Claims, reporter: Reporter):
+    """(the next trial, its lock) or None when the method has its --trials."""
+    from optuna.trial import TrialState
+
+    with claims.claim_lock():
+        recover(study, claims, reporter)
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and len(counted(trials)) >= opts.trials:
+            return None
+        study.sampler = make_sampler(opts.sampler, opts.seed * 100_003 + len(trials), plan.space, opts.trials)
+        study.pruner = make_pruner(opts.pruner)
+        trial = study.ask(distributions(plan.space))
+        lock = claims.trial_lock(trial.number)
+        lock.acquire()  # a new number: free; held while the trial runs, dropped by the kernel if this process dies
+    return trial, lock
+
+
+class TrialHooks:
+    """What the runner tells a trial after each epoch (its val curve) and asks it (stop: pruned?)."""
+
+    def __init__(self, trial, metric: str, prune: bool) -> None:
+        self.trial, self.metric, self.prune = trial, metric, prune
+
+    def restored(self, history: list[dict[str, Any]]) -> None:
+        for entry in history:
+            self.trial.report(float(entry["val"][self.metric]), entry["epoch"])
+
+    def epoch_end(self, entry: dict[str, Any]) -> bool:
+        self.trial.report(float(entry["val"][self.metric]), entry["epoch"])
+        return self.prune and self.trial.should_prune()
+
+
+def fixed_values(space: Mapping[str, Space]) -> dict[str, Any]:
+    return {k: s.choices[0] for k, s in space.items() if s.fixed}
+
+
+def run_trial(study, trial, plan: Plan, out: Path, data_root: str | None, dev: torch.device, reporter: Reporter,
+              opts: TuneOptions) -> str:  # fmt: skip
+    """Train one trial (val only) and tell the study its outcome; returns its state's name."""
+    from optuna.trial import TrialState
+
+    from finebench.benchmark.runner import Diverged, Run
+
+    values = {**fixed_values(plan.space), **trial.params}
+    spec = apply(plan.base, values)
+    work = Path(out) / "tuning" / "work"
+    shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+    reporter.print(f"{plan.name} trial {trial.number}: {shown}")
+    hooks = TrialHooks(trial, spec.train.select_metric, opts.pruner != "none")
+    run = Run(spec, data_root, work, dev, reporter, trial=hooks, store_dir=out)
+    trial.set_user_attr("run_id", spec.run_id)
+    trial.set_user_attr("values", {k: _json(v) for k, v in values.items()})
+    t0 = time.perf_counter()
+    try:
+        result = run.execute()
+    except Diverged as e:  # a value that blows training up: stopped early, like a pruned trial
+        trial.set_user_attr("stopped", f"diverged at epoch {e.epoch}")
+        trial.set_user_attr("cost", run.trial_cost())
+        study.tell(trial, state=TrialState.PRUNED)
+        discard(work, spec.run_id)
+        reporter.print(f"  diverged at epoch {e.epoch} ({fmt_seconds(time.perf_counter() - t0)})")
+        return "pruned"
+    except Exception as e:  # noqa: BLE001 - a failed trial is recorded and counted (it cost budget); go on
+        trial.set_user_attr("error", f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+        trial.set_user_attr("cost", run.trial_cost())
+        study.tell(trial, state=TrialState.FAIL)
+        discard(work, spec.run_id)
+        reporter.print(f"  FAILED: {type(e).__name__}: {e}")
+        return "failed"
+    metric = spec.train.select_metric
+    best = result["best"]
+    value = float(best.get("val_finalized", best["val"])[metric])
+    trial.set_user_attr("cost", result["cost"])
+    trial.set_user_attr("curve", [float(e["val"][metric]) for e in result["history"]])
+    trial.set_user_attr("best_epoch", best["epoch"])
+    trial.set_user_attr("best_val", value)
+    if result["sources"]:
+        trial.set_user_attr("sources", result["sources"])
+    if result["pruned"]:
+        trial.set_user_attr("stopped", f"pruned after epoch {len(result['history'])}")
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, value)
+    discard(work, spec.run_id)
+    state = "pruned" if result["pruned"] else f"val {metric} {value:.2f}"
+    reporter.print(f"  {state} ({fmt_seconds(time.perf_counter() - t0)})")
+    return "pruned" if result["pruned"] else "complete"
+
+
+def _json(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@dataclass
+class TuneResult:
+    ran: dict[str, int] = field(default_factory=dict)  # study -> trials this process ran
+    states: dict[str, dict[str, int]] = field(default_factory=dict)  # study -> state -> count (all processes)
+
+
+def tune_suite(suite: SuiteSpec, opts: TuneOptions, out: Path, data_root: str | None, device: Any = "auto",
+               reporter: Reporter | None = None, quiet_preflight: bool = False) -> TuneResult:  # fmt: skip
+    """Run trials until every method's study has its --trials (shared with any other process on the same storage)."""
+    from finebench.benchmark.suite import check_writable, pick_device, preflight, source_runs
+
+    reporter = reporter or Reporter()
+    opts.check()
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    todo = plans(suite, opts)
+    check_writable(out)
+    url = storage_url(out, opts.storage)
+    storage = open_storage(url)
+    studies = [(plan, open_study(storage, plan)) for plan in todo]
+    bases = [p.base for p in todo]
+    preflight(bases + [r for _, r in source_runs(bases)], data_root, dev, None if quiet_preflight else reporter)
+    ensure_sources(bases, out, data_root, dev, reporter)
+    reporter.print(f"tuning {len(todo)} method(s), {opts.trials} trial(s) each, on val; study storage "
+                   f"{shown_url(url)}")  # fmt: skip
+    result = TuneResult()
+    for plan, study in studies:
+        claims = Claims(out, plan.name)
+        ran = 0
+        while (claimed := claim(study, plan, opts, claims, reporter)) is not None:
+            trial, lock = claimed
+            try:
+                run_trial(study, trial, plan, out, data_root, dev, reporter, opts)
+            finally:
+                lock.release()  # on Ctrl-C the trial stays RUNNING: the next claimer retries it
+            ran += 1
+        result.ran[plan.name] = ran
+        result.states[plan.name] = state_counts(study)
+    return result
+
+
+def ensure_sources(runs: list[RunSpec], out: Path, data_root: str | None, dev: torch.device, reporter: Reporter):
+    """Teacher / source runs the methods take are ordinary runs of the suite (recorded with their test result, as
+    `bench run` records them), trained before any trial so that no trial builds a test loader."""
+    from finebench.benchmark.suite import run_one, source_runs
+
+    for role, spec in source_runs(runs):
+        outcome = run_one(spec, out, data_root, dev, reporter, fail_fast=True, tag=f"{role} for the trials: ")
+        if outcome.status not in ("done", "skipped"):
+            raise SpecError(f"{role} run {spec.run_id} ({spec.label}) is {outcome.status}; the trials need it")
+
+
+def state_counts(study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    trials = study.get_trials(deepcopy=False)
+    killed = interrupted(trials)
+    for t in trials:
+        name = "interrupted" if t.number in killed else t.state.name.lower()
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------------------- choices
+
+
+def summary(study, metric: str) -> dict[str, Any]:
+    """The tuning as a final record carries it: the best trial's values, every counted trial (values, state, val
+    curve, best val) and the cost of all of them (pruned and failed included)."""
+    from optuna.trial import TrialState
+
+    attrs = study.user_attrs[ATTR]
+    trials = counted(study.get_trials(deepcopy=False))
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    if running:
+        raise SpecError(f"study {study.study_name!r}: trial(s) {running} still running; wait for `bench tune` to "
+                        "finish")  # fmt: skip
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not done:
+        raise SpecError(f"study {study.study_name!r} has no finished trial ({len(trials)} pruned or failed); tune "
+                        "with more trials or a narrower space")  # fmt: skip
+    best = max(done, key=lambda t: (t.value, -t.number))
+    cost = {"seconds": 0.0, "samples": 0, "flops": 0.0}
+    shared: dict[str, dict[str, float]] = {}  # teacher / source runs: trained once, charged to each trial
+    rows = []
+    for t in trials:
+        c = t.user_attrs.get("cost") or {"seconds": 0.0, "samples": 0, "flops": 0.0, "charges": {}}
+        cost["seconds"] += c["seconds"]
+        cost["samples"] += c["samples"]
+        cost["flops"] += c["flops"]
+        for name, charge in (c.get("charges") or {}).items():
+            if ":" in name:  # role:method, a recorded run's cost: counted once for the whole tuning
+                shared[name] = charge
+                continue
+            cost["seconds"] += charge.get("seconds", 0.0)
+            cost["samples"] += charge.get("samples", 0)
+            cost["flops"] += charge.get("flops", 0.0)
+        rows.append({"number": t.number, "state": t.state.name.lower(), "values": t.user_attrs.get("values", t.params),
+                     "value": t.value, "curve": t.user_attrs.get("curve", []), "stopped": t.user_attrs.get("stopped"),
+                     "error": t.user_attrs.get("error")})  # fmt: skip
+    for charge in shared.values():
+        cost["seconds"] += charge.get("seconds", 0.0)
+        cost["samples"] += charge.get("samples", 0)
+        cost["flops"] += charge.get("flops", 0.0)
+    states = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail")}
+    return {
+        "trials": len(trials),
+        "values": best.user_attrs.get("values", best.params),
+        "best_trial": best.number,
+        "best_val": best.value,
+        "metric": metric,
+        "space": attrs["space"],
+        "sampler": attrs["sampler"],
+        "pruner": attrs["pruner"],
+        "seed": attrs["seed"],
+        "states": states,
+        "cost": cost | {"shared": sorted(shared)},
+        "trial_list": rows,
+        "key": METHODS.get(attrs["method"]).tune_key,
+    }
+
+
+def tuned_suite_runs(suite: SuiteSpec, study: str, url: str) -> list[RunSpec]:
+    """The suite's runs at each method's chosen values from `study` (`bench run --tuned STUDY`): every method's
+    study must exist, be finished and have tuned the suite's budget."""
+    import optuna
+
+    from finebench.benchmark.suite import expand
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise SpecError(f"--tuned {study}: no study storage at {url.removeprefix('sqlite:///')}; run `bench tune "
+                        f"--study {study} ...` first (or give --storage)")  # fmt: skip
+    storage_obj = open_storage(url)
+    known = {s.study_name for s in optuna.get_all_study_summaries(storage_obj, include_best_trial=False)}
+    runs, chosen = [], {}
+    for run in expand(suite):
+        name = study_name(study, run)
+        if name not in known:
+            names = sorted({n.split(":")[0] for n in known})
+            raise SpecError(f"--tuned {study}: {run.method} on {run.dataset} / {run.backbone} was not tuned in it "
+                            f"(studies in {shown_url(url)}: {', '.join(names) or 'none'}); `bench tune --study {study} "
+                            f"--methods {run.method} ...` tunes it")  # fmt: skip
+        if name not in chosen:
+            s = optuna.load_study(study_name=name, storage=storage_obj)
+            attrs = s.user_attrs.get(ATTR, {})
+            diff = first_difference(attrs, run)
+            if diff:
+                raise SpecError(f"--tuned {study}: {run.method} was tuned under another setting ({diff}); the final "
+                                "runs must use the budget and settings the trials had")  # fmt: skip
+            chosen[name] = summary(s, run.train.select_metric) | {"study": study, "storage": shown_url(url)}
+        info = chosen[name]
+        values = info["values"]
+        # the suite's values of the train keys the tuning set: what the run's table compares it under
+        train_keys = [target(run.method, key)[1] for key in values if target(run.method, key)[0] == "train"]
+        base = {k: getattr(run.train, k) for k in train_keys}
+        runs.append(dataclasses.replace(apply(run, values), tuned=info | {"base": base}))
+    return runs
+
+
+def first_difference(attrs: Mapping[str, Any], run: RunSpec) -> str | None:
+    """The first setting in which `run` differs from what a study tuned under (its budget and method config); None
+    when they agree."""
+    train = identity_train(run.to_dict()["train"])
+    stored = attrs.get("train", {})
+    for k in sorted(set(train) | set(stored)):
+        if _norm(train.get(k)) != _norm(stored.get(k)):
+            return f"{k}: tuned with {stored.get(k)!r}, now {train.get(k)!r}"
+    mc = attrs.get("method_config", {})
+    for k in sorted(set(mc) | set(run.method_config)):
+        if _norm(mc.get(k)) != _norm(run.method_config.get(k)):
+            return f"method_config.{run.method}.{k}: tuned with {mc.get(k)!r}, now {run.method_config.get(k)!r}"
+    return None
