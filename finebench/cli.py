@@ -431,6 +431,12 @@ def describe_method(name: str) -> list[str]:
         lines += [f"      {f'{k}={d}':<{width}}  {m}".rstrip() for k, d, m in keys]
     common = config_keys(OptimOptions)
     lines.append("    learning-rate options (every method): " + ", ".join(f"{k}={d}" for k, d, _ in common))
+    import dataclasses
+
+    space = cls.search_space(dataclasses.asdict(cls.Config()))
+    if space:
+        shown = ", ".join(f"{k}={v.text()}" for k, v in space.items())
+        lines.append(f"    bench tune's space (space.KEY=...): {shown}")
     return lines
 
 

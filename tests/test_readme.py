@@ -66,12 +66,20 @@ def test_the_real_data_quickstart_checks_out_as_a_dry_run(tmp_path):
 def test_the_other_commands_parse_and_their_specs_resolve():
     from finebench.benchmark.spec import build_suite, parse_overrides
     from finebench.benchmark.suite import expand
+    from finebench.benchmark.tune import TuneOptions, plans, split_space_overrides
     from finebench.cli import RUN_FLAGS, parser
 
     for _, commands in blocks():
         for args in commands:
             ns, extra = parser().parse_known_args(args[1:])
             assert not [e for e in extra if "=" not in e], args
+            extra = [*getattr(ns, "overrides", []), *[e for e in extra if "=" in e]]  # as cli.main gathers them
+            flags = {key: getattr(ns, f, None) for f, key in RUN_FLAGS.items()}
+            flags = {k: v for k, v in flags.items() if v is not None}
             if ns.command == "run":
-                flags = {key: getattr(ns, f) for f, key in RUN_FLAGS.items() if getattr(ns, f) is not None}
                 expand(build_suite(*([{"preset": ns.preset}] if ns.preset else []), flags, parse_overrides(extra)))
+            if ns.command == "tune":  # every method's space resolves and its ends make valid runs
+                overrides, spaces = split_space_overrides(parse_overrides(extra), [])
+                opts = TuneOptions(ns.study, ns.trials, ns.sampler, ns.pruner, ns.seed, ns.storage, spaces)
+                opts.check()
+                assert plans(build_suite(flags, overrides), opts), args

@@ -463,8 +463,10 @@ def tune_suite(suite: SuiteSpec, opts: TuneOptions, out: Path, data_root: str | 
     todo = plans(suite, opts)
     check_writable(out)
     url = storage_url(out, opts.storage)
-    storage = open_storage(url)
-    studies = [(plan, open_study(storage, plan)) for plan in todo]
+    # processes starting together would race to create the storage's tables and the studies: one at a time
+    with RunLock(Path(out) / "tuning", "storage"):
+        storage = open_storage(url)
+        studies = [(plan, open_study(storage, plan)) for plan in todo]
     bases = [p.base for p in todo]
     preflight(bases + [r for _, r in source_runs(bases)], data_root, dev, None if quiet_preflight else reporter)
     ensure_sources(bases, out, data_root, dev, reporter)

@@ -18,7 +18,7 @@ from finebench.reports.figures import (
     pruning_curves,
     ranking_pruning_curves,
 )
-from finebench.reports.frame import TEACHER, budget_key, method_label, runs_frame
+from finebench.reports.frame import TEACHER, budget_key, run_label, runs_frame
 from finebench.reports.method_tables import (
     attention_pruning_table,
     distillation_table,
@@ -28,6 +28,7 @@ from finebench.reports.method_tables import (
     theta_table,
 )
 from finebench.reports.tables import csv_frame, latex, markdown
+from finebench.reports.tuning import sensitivity_figures, tuning_table
 from finebench.results.record import RunRecord
 from finebench.results.store import ResultStore
 
@@ -101,12 +102,16 @@ def write_report(
     shown = set(zip(runs["dataset"], runs["backbone"], strict=True))
     labels = set(runs["method"])
     kept = [r for r in records if (r.spec["dataset"], r.spec["backbone"]) in shown
-            and method_label(r.spec["method"], r.spec.get("method_config", {})) in labels]  # fmt: skip
+            and run_label(r.spec) in labels]  # fmt: skip
     figures = attention_figures(kept, results, out, report) + extras_figures(kept, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
     specific = [distillation_table(summary), filter_attention_table(summary, kept), near_twins_table(summary),
                 pruning_table(kept), theta_table(kept), attention_pruning_table(kept)]  # fmt: skip
+    specific.append(tuning_table(runs, kept, metric))
     report.markdown += "".join("\n" + t for t in specific if t)
+    paths, tuning = sensitivity_figures(kept, out, pdf)
+    report.written += paths
+    figures += tuning
     failed = failed_section(ResultStore(results).failures())
     report.markdown += failed
     if fmt in ("md", "both", "all"):
@@ -137,6 +142,7 @@ EXPLAIN = {
     "farank": "the highest- and lowest-ranked filters network-wide, and the amplified share per layer group",
     "pruning": "semantic pruning vs random and weight-magnitude choices: single-class accuracy and share removed "
     "against theta",
+    "sensitivity": "val accuracy of every bench tune trial against its learning rate and its key hyperparameter",
     "faprune": "filter attention's ranking vs random and weight-magnitude choices: test top-1 against filters removed",
 }
 
@@ -162,7 +168,7 @@ def attention_figures(records: list[RunRecord], results: Path, out: Path, report
     returns the Markdown section that shows them."""
     chosen: dict[tuple, RunRecord] = {}
     for r in sorted((r for r in records if "attention_maps" in r.artifacts), key=lambda r: r.spec["seed"]):
-        label = method_label(r.spec["method"], r.spec.get("method_config", {}))
+        label = run_label(r.spec)
         chosen.setdefault((r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), label), r)
     lines = []
     for (dataset, backbone, budget, label), r in chosen.items():
@@ -192,7 +198,7 @@ def comparison_figures(runs, summary, records: list[RunRecord], out: Path, repor
         for r in by_id.values():
             if (r.spec["dataset"], r.spec["backbone"], budget_key(r.spec)) != (dataset, backbone, budget):
                 continue
-            label = method_label(r.spec["method"], r.spec.get("method_config", {}))
+            label = run_label(r.spec)
             rows += [{"method": label, "seed": r.spec["seed"], "epoch": e["epoch"], "elapsed": e["elapsed"],
                       "val_top1": e["val"]["top1"]} for e in r.epochs if "elapsed" in e and "val" in e]  # fmt: skip
         if rows:
@@ -231,7 +237,7 @@ def extras_figures(records: list[RunRecord], out: Path, report: Report) -> str:
     chosen: dict[tuple, RunRecord] = {}
     for r in sorted(records, key=lambda r: r.spec["seed"]):
         if r.spec["method"] in ("filter-attention", "semantic-pruning"):
-            label = method_label(r.spec["method"], r.spec.get("method_config", {}))
+            label = run_label(r.spec)
             chosen.setdefault((r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), label), r)
     lines = []
     for (dataset, backbone, budget, label), r in chosen.items():

@@ -10,15 +10,17 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from finebench.core.labels import identity_train
+from finebench.core.labels import identity_train, untuned_train
 from finebench.reports import catalogue
 from finebench.results import predictions
 from finebench.results.record import RunRecord
 
 
 def budget_key(spec: dict) -> str:
-    """Runs are comparable only under the same training config (epochs, resolution, optimiser, split...)."""
-    return hashlib.sha256(json.dumps(identity_train(spec["train"]), sort_keys=True).encode()).hexdigest()[:8]
+    """Runs are comparable only under the same training config (epochs, resolution, optimiser, split...); a run at
+    tuned values is compared under the suite's config its tuning started from."""
+    train = identity_train(untuned_train(spec))
+    return hashlib.sha256(json.dumps(train, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def arithmetic(train: dict) -> str:
@@ -45,6 +47,20 @@ def method_label(method: str, config: dict) -> str:
 
     changed = {k: v for k, v in sorted(config.items()) if norm(defaults.get(k, object())) != norm(v)}
     return method + (" (" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")" if changed else "")
+
+
+def run_label(spec: dict) -> str:
+    """A recorded run's row label: `method_label`, and for a run at tuned values its study, with the tuned settings
+    left out of the label (the tuning table lists the values): rows never pool tuned and untuned runs."""
+    config = dict(spec.get("method_config", {}))
+    tuned = spec.get("tuned")
+    if not tuned:
+        return method_label(spec["method"], config)
+    defaults = catalogue.current().defaults(spec["method"]) or {}
+    for key in tuned.get("values", {}):
+        if key in config and key in defaults:  # a method setting the tuning chose: shown in the tuning table
+            config[key] = defaults[key]
+    return f"{method_label(spec['method'], config)} (tuned: {tuned['study']})"
 
 
 def method_note(method: str, config: dict) -> str | None:
@@ -89,9 +105,10 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "epochs": train["epochs"],
         "resolution": train["resolution"],
         "arithmetic": arithmetic(train),
-        "method": method_label(r.spec["method"], r.spec.get("method_config", {})),
+        "method": run_label(r.spec),
         "method_name": r.spec["method"],
         "seed": r.spec["seed"],
+        "tuned": (r.spec.get("tuned") or {}).get("study"),  # the bench tune study whose values the run used
         "commit": (r.env.get("commit") or "unknown")[:10],
         "test_top1": r.best["test"]["top1"],
         "test_top3": r.best["test"]["top3"],

@@ -19,13 +19,13 @@ def fmt(values: list[float], digits: int = 1) -> str:
 
 def row_key(r: RunRecord) -> tuple[str, str, str, str]:
     """(dataset, backbone, budget, row label) of a record: method tables never pool configurations or budgets."""
-    from finebench.reports.frame import budget_key, method_label
+    from finebench.reports.frame import budget_key, run_label
 
     return (
         r.spec["dataset"],
         r.spec["backbone"],
         budget_key(r.spec),
-        method_label(r.spec["method"], r.spec.get("method_config", {})),
+        run_label(r.spec),
     )
 
 
@@ -246,7 +246,7 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
     optimiser, then accuracy, best epoch and the test against the baseline; cut-fc (the paper's F-only baseline)
     and cut-full as reference rows. One table per (dataset, backbone, budget) that has a filter-attention row."""
     from finebench.reports import catalogue
-    from finebench.reports.frame import method_label
+    from finebench.reports.frame import run_label
     from finebench.reports.tables import Column, cell, row_label, significance_cell
 
     def mean_std(row, metric: str) -> str:
@@ -256,7 +256,7 @@ def filter_attention_table(summary, records: list[RunRecord]) -> str:
     for r in records:
         if r.spec["method"] == "filter-attention":
             cfg = r.spec.get("method_config", {})
-            configs[method_label("filter-attention", cfg)] = cfg | {"_epochs": r.spec["train"]["epochs"],
+            configs[run_label(r.spec)] = cfg | {"_epochs": r.spec["train"]["epochs"],
                                                                     "_schedule": r.extras.get("schedule")}  # fmt: skip
     out = []
     for (dataset, backbone, budget), group in summary.groupby(["dataset", "backbone", "budget"], sort=False):
