@@ -136,7 +136,7 @@ def cmd_run(args) -> int:
 
         from finebench.benchmark.tune import storage_url
 
-        suite = dataclasses.replace(suite, tuned=(args.tuned, storage_url(Path(args.out), args.storage)))
+        suite = dataclasses.replace(suite, tuned=(args.tuned, storage_url(Path(args.out), args.storage), args.out))
     cluster = [f"--{k.replace('_', '-')}" for k in CLUSTER_FLAGS if getattr(args, k) not in (None, False)]
     if cluster and not args.launcher:
         raise SpecError(f"{cluster[0]} applies to --launcher slurm|local only")
@@ -249,7 +249,7 @@ def cmd_tune(args) -> int:
     try:
         if args.launcher:
             from finebench.benchmark.launch import LaunchOptions, parse_timeout
-            from finebench.benchmark.tune import plans
+            from finebench.benchmark.tune import open_studies
             from finebench.benchmark.tune_launch import tune_jobs
 
             if args.devices or args.device != "auto":
@@ -267,20 +267,20 @@ def cmd_tune(args) -> int:
             launch.check()
             if args.workers is not None and args.workers < 1:
                 raise SpecError(f"--workers: must be >= 1, got {args.workers}")
-            plans(suite, opts)  # every space checked before anything is submitted
+            open_studies(suite, opts, out)  # spaces, storage and a study's reuse checked before anything is submitted
             tune_jobs(suite, opts, out, args.data_root, launch, args.workers or 1, reporter)
             if args.launcher == "slurm" and not args.wait:
                 print("submitted; `bench tune` with the same flags (or --wait) shows the studies once the jobs end")
                 return 0
         elif args.devices:
             from finebench.benchmark.parallel import parse_devices
-            from finebench.benchmark.tune import plans
+            from finebench.benchmark.tune import open_studies
             from finebench.benchmark.tune_launch import tune_parallel
 
             if args.device != "auto":
                 raise SpecError("--device and --devices: give one (--devices lists the tuning workers' devices)")
             devices = parse_devices(args.devices)
-            plans(suite, opts)
+            open_studies(suite, opts, out)
             tune_parallel(suite, opts, out, args.data_root, devices, reporter)
         result = tune_suite(suite, opts, out, args.data_root, args.device, reporter)  # all full: prints the counts
     except KeyboardInterrupt:
@@ -291,10 +291,13 @@ def cmd_tune(args) -> int:
     for name, states in result.states.items():
         counts = ", ".join(f"{n} {k}" for k, n in sorted(states.items()))
         print(f"{name}: {counts}")
-    print(
-        f"done: every method has its {opts.trials} trial(s); `bench run --tuned {opts.study} --seeds 0,1,2 ...` "
-        "(with the same dataset, backbone and budget flags) trains the final seeds at the chosen values"
-    )
+    running = sum(states.get("running", 0) for states in result.states.values())
+    if running:
+        print(f"every method's {opts.trials} trial(s) are claimed; {running} still running in another process: "
+              f"`bench run --tuned {opts.study}` can start once they finish")  # fmt: skip
+        return 0
+    print(f"done: every method has its {opts.trials} trial(s); `bench run --tuned {opts.study} --seeds 0,1,2 ...` "
+          "(with the same dataset, backbone and budget flags) trains the final seeds at the chosen values")  # fmt: skip
     return 0
 
 

@@ -142,12 +142,15 @@ def test_tuning_cost_counts_pruned_and_failed_trials_and_a_teacher_once(tmp_path
     study.enqueue_trial({"lr": 0.02}, user_attrs={"retry_of": killed.number})
     trials = study.get_trials()
     assert [t.number for t in counted(trials)] == [0, 1, 2, 3]  # the killed one out, the queued retry not yet in
+    with pytest.raises(SpecError, match="interrupted"):  # its retry has not run: no choice from it yet
+        summary(study, "top1")
+    trial(0.02, "complete", 70.0, seconds=6.0)  # the retry (takes the queued values)
     s = summary(study, "top1")
     assert s["values"] == {"lr": 0.05} and s["best_trial"] == 1 and s["best_val"] == 85.0
-    assert s["trials"] == 4 and s["states"] == {"complete": 2, "pruned": 1, "fail": 1}
-    # own: 10 + 10 + 4 + 2 s, the prepare charge 1 s each, the teacher's 100 s once
-    assert s["cost"]["seconds"] == pytest.approx(26 + 4 + 100)
-    assert s["cost"]["samples"] == 4 * 50 + 1000 and s["cost"]["flops"] == pytest.approx(4e9 + 5e12)
+    assert s["trials"] == 5 and s["states"] == {"complete": 3, "pruned": 1, "fail": 1}
+    # own: 10 + 10 + 4 + 2 + 6 s, the prepare charge 1 s each, the teacher's 100 s once
+    assert s["cost"]["seconds"] == pytest.approx(32 + 5 + 100)
+    assert s["cost"]["samples"] == 5 * 50 + 1000 and s["cost"]["flops"] == pytest.approx(5e9 + 5e12)
     assert s["cost"]["shared"] == ["teacher:cut-full"]
 
 
@@ -198,7 +201,9 @@ def tuned(tmp_path_factory):
     runner.Batches, runner.make_split = batches, make_split
     try:
         common = SUITE + ["--out", str(out), "--quiet"]
-        assert cli.main(["tune", "--methods", "cut-fc,l2-sp", "--trials", "3", "--study", "s1", *common]) == 0
+        # the suite's lr (0.01) outside the range: the chosen values differ from the defaults
+        tune = ["tune", "--methods", "cut-fc,l2-sp", "--trials", "3", "--study", "s1", *common, "space.lr=log:0.02:0.1"]
+        assert cli.main(tune) == 0
         phase["now"] = "final"
         assert cli.main(["run", "--tuned", "s1", "--methods", "cut-fc,l2-sp", "--seeds", "0,1", *common]) == 0
         assert cli.main(["run", "--methods", "cut-fc,l2-sp", "--seeds", "0,1", *common]) == 0
@@ -225,16 +230,20 @@ def test_every_method_gets_the_same_trials_and_the_final_runs_name_their_tuning(
         study = optuna.load_study(study_name=f"s1:synthetic:4x16:test_resnet:{method}", storage=storage)
         trials = study.get_trials()
         assert len(counted(trials)) == 3 and len(trials) == 3
-        assert len({t.user_attrs["run_id"] for t in trials}) == 3  # three different trials, none run twice
+        assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3  # three value sets, none run twice
+        first = trials[0]  # the method at its defaults, never pruned (the pruner spares the first two)
+        defaults = {"cut-fc": {"weight_decay": 1e-4}, "l2-sp": {"alpha": 0.1}}[method]  # lr: out of its range
+        assert first.user_attrs["defaults"] and first.params | defaults == first.params and first.params["lr"] >= 0.02
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = max(done, key=lambda t: (t.value, -t.number))
+        assert first.state == optuna.trial.TrialState.COMPLETE and best.value >= first.value
         finals = [r for r in records.values() if r.spec["method"] == method and r.spec.get("tuned")]
         defaults = [r for r in records.values() if r.spec["method"] == method and not r.spec.get("tuned")]
         assert sorted(r.spec["seed"] for r in finals) == [0, 1] and len(defaults) == 2
         for r in finals:
             t = r.spec["tuned"]
             assert t["study"] == "s1" and t["trials"] == 3 and t["values"] == best.user_attrs["values"]
-            assert r.spec["train"]["lr"] == pytest.approx(best.params["lr"])  # applied to the run
+            assert r.spec["train"]["lr"] == pytest.approx(best.params["lr"]) and best.params["lr"] >= 0.02  # applied
             if method == "l2-sp":
                 assert r.spec["method_config"]["alpha"] == pytest.approx(best.params["alpha"])
             assert t["base"]["lr"] == 0.01  # the suite's value it replaced
@@ -252,12 +261,16 @@ def test_the_report_puts_default_and_tuned_side_by_side_never_in_one_row(tuned, 
     assert cli.main(["report", "--results", str(out), "--out", str(tmp_path), "--no-pdf"]) == 0
     text = (tmp_path / "results.md").read_text()
     assert "### Default vs tuned" in text
-    row = next(line for line in text.splitlines() if line.startswith("| l2-sp (tuned: s1) |") and "alpha=" in line)
+    row = next(
+        line for line in text.splitlines() if line.startswith("| l2-sp (tuned: s1, 3 trials) |") and "alpha=" in line
+    )
     done, pruned, failed = (int(n) for n in re.search(r"\| (\d+) / (\d+) / (\d+) \|", row).groups())
     assert done + pruned + failed == 3 and done >= 2  # the pruner spares the first two
     main_rows = [line for line in text.splitlines() if line.startswith("| cut-fc")]
     assert any(line.startswith("| cut-fc | 2 |") for line in main_rows)  # the default row: its 2 seeds only
-    assert any(line.startswith("| cut-fc (tuned: s1) | 2 |") for line in main_rows)  # the tuned row: its own 2
+    assert any(
+        line.startswith("| cut-fc (tuned: s1, 3 trials) | 2 |") for line in main_rows
+    )  # the tuned row: its own 2
     figures = list((tmp_path / "figures").glob("sensitivity-*.png"))
     assert len(figures) == 1
     runs = __import__("pandas").read_csv(tmp_path / "runs.csv")
@@ -275,9 +288,61 @@ def test_tuned_runs_must_match_the_tuning_budget_and_study(tuned, capsys):
     assert "bench tune --study s1 --methods cut-full" in capsys.readouterr().err
     # the same study name with another space is refused rather than mixed
     assert (
-        cli.main(["tune", "--methods", "cut-fc", "--trials", "3", "--study", "s1", *common, "space.lr=1e-3,1e-2"]) == 2
+        cli.main(["tune", "--methods", "cut-fc", "--trials", "3", "--study", "s1", *common, "space.lr=0.02,0.05"]) == 2
     )
     assert "already exists with a different space" in capsys.readouterr().err
+
+
+def test_grid_sampling_takes_every_point_once(tmp_path):
+    common = SUITE + ["--out", str(tmp_path), "--quiet"]
+    args = ["tune", "--methods", "cut-fc", "--trials", "3", "--study", "g", "--sampler", "grid", *common,
+            "space.lr=1e-3,1e-2,1e-1", "space.weight_decay=1e-4"]  # fmt: skip
+    assert cli.main(args) == 0
+    trials = trials_of(tmp_path, "g")
+    assert sorted(t.params["lr"] for t in trials) == [0.001, 0.01, 0.1]  # each grid point once
+    assert trials[0].params["lr"] == 0.01 and trials[0].user_attrs["defaults"]  # the suite's lr first
+    assert cli.main(args) == 0 and len(trials_of(tmp_path, "g")) == 3  # again: nothing left to do
+
+
+def test_a_distillation_trial_uses_the_suites_teacher_and_builds_no_test_loader(tmp_path, monkeypatch):
+    """The teacher is an ordinary recorded run at the suite's settings, trained once before the trials (its own
+    test result is its record's); every trial, whatever learning rate it draws, loads that one teacher."""
+    from finebench.benchmark import tune
+
+    seen, splits, phase = [], [], {"now": "sources"}
+    real_batches, real_ensure, real_split = runner.Batches, tune.ensure_sources, runner.make_split
+
+    def make_split(*a, **k):
+        splits.append(real_split(*a, **k))
+        return splits[-1]
+
+    def batches(images, labels, idx, *a, **k):
+        seen.append((phase["now"], set(np.asarray(idx).tolist())))
+        return real_batches(images, labels, idx, *a, **k)
+
+    def ensure(*a, **k):
+        real_ensure(*a, **k)
+        phase["now"] = "trials"
+
+    monkeypatch.setattr(runner, "Batches", batches)
+    monkeypatch.setattr(runner, "make_split", make_split)
+    monkeypatch.setattr(tune, "ensure_sources", ensure)
+    out = tmp_path / "r"
+    args = ["tune", "--methods", "kd", "--trials", "2", "--study", "d", *SUITE, "--out", str(out), "--quiet"]
+    assert cli.main([*args, "epochs=2"]) == 0
+    teachers = [r for r in ResultStore(out).records() if r.spec["method"] == "cut-full"]
+    assert len(teachers) == 1 and teachers[0].spec["train"]["lr"] == 0.01  # one teacher, at the suite's lr
+    trials = optuna.load_study(study_name="d:synthetic:4x16:test_resnet:kd",
+                               storage=open_storage(f"sqlite:///{out / 'tuning.db'}")).get_trials()  # fmt: skip
+    assert len(trials) == 2 and {t.params["lr"] for t in trials} != {0.01}
+    for t in trials:
+        assert t.user_attrs["sources"] == {"teacher": teachers[0].run_id}
+        assert "teacher:cut-full" in t.user_attrs["cost"]["charges"]
+    test = set(splits[0].test.tolist())
+    assert all(set(sp.test.tolist()) == test for sp in splits)
+    assert any(idx == test for when, idx in seen if when == "sources")  # the teacher's own record tests
+    in_trials = [idx for when, idx in seen if when == "trials"]
+    assert len(in_trials) >= 2 * 3 and all(not (idx & test) for idx in in_trials)  # no trial loader holds test
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -296,15 +361,17 @@ def trials_of(out, name):
 
 
 def test_two_processes_share_one_study_without_running_a_trial_twice(tmp_path):
-    a, b = bench_tune(tmp_path, "shared", 5), bench_tune(tmp_path, "shared", 5)
+    a, b = bench_tune(tmp_path, "shared", 8), bench_tune(tmp_path, "shared", 8)  # started together
     outs = [p.communicate(timeout=900) for p in (a, b)]
     assert a.returncode == 0 and b.returncode == 0, outs
     trials = trials_of(tmp_path, "shared")
-    assert len(trials) == 5 and all(t.state.is_finished() for t in trials)
-    assert len({t.user_attrs["run_id"] for t in trials}) == 5  # five different value sets
+    assert len(trials) == 8 and all(t.state.is_finished() for t in trials)
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 8  # eight different value sets
     started = [line for out, _ in outs for line in out.splitlines() if " trial " in line and ": lr=" in line]
     numbers = [int(line.split(" trial ")[1].split(":")[0]) for line in started]
-    assert sorted(numbers) == [0, 1, 2, 3, 4]  # each trial started once, in one of the two processes
+    assert sorted(numbers) == list(range(8))  # each trial started once, in one of the two processes
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2, workers  # both processes ran trials of the one study
 
 
 def test_a_tune_killed_mid_trial_resumes_and_keeps_its_finished_trials(tmp_path):
@@ -354,5 +421,5 @@ def test_the_study_attributes_hold_what_a_reuse_must_match(tuned):
     storage = open_storage(f"sqlite:///{out / 'tuning.db'}")
     attrs = optuna.load_study(study_name="s1:synthetic:4x16:test_resnet:l2-sp", storage=storage).user_attrs
     info = attrs["finebench"]
-    assert info["space"] == {"lr": "log:0.0001:0.1", "alpha": "log:0.001:1"} and info["seed"] == 0
+    assert info["space"] == {"lr": "log:0.02:0.1", "alpha": "log:0.001:1"} and info["seed"] == 0
     assert info["train"]["epochs"] == 3 and json.loads(json.dumps(info)) == info  # plain JSON

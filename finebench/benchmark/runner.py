@@ -95,7 +95,10 @@ def source_spec(run: RunSpec, source: Source) -> RunSpec:
     cls = METHODS.get(source.method)
     if not cls.keep_model:
         raise ValueError(f"method {source.method!r} does not keep its model, so it cannot serve as a source")
-    train = run.train if source.weights is None else dataclasses.replace(run.train, weights=source.weights)
+    train = run.train
+    if run.tuned:  # a tuned run's (or trial's) values are its own: its teacher trains under the suite's settings
+        train = dataclasses.replace(train, **run.tuned.get("base", {}))
+    train = train if source.weights is None else dataclasses.replace(train, weights=source.weights)
     seed = run.seed if source.seed is None else source.seed
     if train.split_seed == "seed" and seed != run.seed:
         train = dataclasses.replace(train, split_seed=run.seed)
@@ -494,16 +497,20 @@ class Run:
             best["val_finalized"] = self.evaluate(model, self.loaders["val"])
         charged_now = sum(c.seconds for c in ctx.budget.charges.values()) - charged_before
         ctx.budget.eval_seconds += time.perf_counter() - t_eval - charged_now
+        self.charged_after = charged_now  # a phase finalize charged (WiSE-FT's search): in the charges, not own
         return {"history": history, "best": best, "pruned": self.pruned, "cost": self.trial_cost(),
                 "sources": dict(self.sources)}  # fmt: skip
 
+    charged_after = 0.0
+
     def trial_cost(self) -> dict[str, Any]:
-        """What this run (a trial) has cost so far: its set-up, training and evaluation (seconds, samples, training
-        FLOPs) and each charged phase by name (a teacher's recorded cost, a calibration pass)."""
+        """What this run (a trial) has cost so far, counted as a run's record counts it: its own training and
+        evaluation (seconds, samples, training FLOPs; not the set-up, which `bench run` leaves out too) and each
+        charged phase by name (its preparation, a teacher's recorded cost, WiSE-FT's search)."""
         budget = getattr(getattr(self, "ctx", None), "budget", None)
         if budget is None:  # failed in set-up, before its meter existed
             return {"seconds": 0.0, "samples": 0, "flops": 0.0, "charges": {}}
-        return {"seconds": getattr(self, "setup_seconds", 0.0) + budget.elapsed(), "samples": budget.samples,
+        return {"seconds": budget.elapsed() - self.charged_after, "samples": budget.samples,
                 "flops": budget.train_flops, "charges": budget.charges_dict()}  # fmt: skip
 
     def evaluate(self, model: torch.nn.Module, loader: Batches, predictions: bool = False) -> dict[str, Any]:

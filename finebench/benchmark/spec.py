@@ -86,8 +86,9 @@ class SuiteSpec:
     seeds: tuple[int, ...] = (0,)
     method_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
-    # `bench run --tuned STUDY`: (study name, storage URL): every run at its method's values chosen in that study
-    tuned: tuple[str, str] | None = None
+    # `bench run --tuned STUDY`: (study name, storage URL, results folder): every run at its method's values chosen
+    # in that study
+    tuned: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)

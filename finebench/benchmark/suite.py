@@ -235,6 +235,8 @@ def dry_run(suite: SuiteSpec, out: Path, data_root: str | None, device: str, rep
     runs = expand(suite)
     store = ResultStore(out)
     train = runs[0].train if runs else suite.train
+    if runs and runs[0].tuned:  # the suite's settings; each method's tuned values are on its line below
+        train = dataclasses.replace(train, **runs[0].tuned.get("base", {}))
     emit("resolved settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(train).items()))
     for name in dict.fromkeys(r.method for r in runs):
         cfg = next(r.method_config for r in runs if r.method == name)

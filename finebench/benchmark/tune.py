@@ -16,10 +16,14 @@ checkpoint. Finished trials are never run again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import math
+import os
 import re
+import socket
 import time
 import typing
 from collections.abc import Mapping
@@ -44,6 +48,7 @@ PRUNERS = ("median", "none")
 PRUNER_WARMUP = 2  # the median pruner looks from the 2nd epoch on: one epoch says little under a fresh schedule
 PRUNER_STARTUP = 2  # ... and only once 2 trials of the method have finished
 ATTR = "finebench"  # the study's user attribute holding what it tunes, to refuse a mismatched reuse
+TARGET = "finebench_trials"  # ... and the number of trials asked of every method so far
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,15 @@ def open_storage(url: str):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}  # writers wait, not fail
+    if url.startswith("sqlite") and url.removeprefix("sqlite:").strip("/") in ("", ":memory:"):
+        raise SpecError(f"--storage {url}: an in-memory database keeps nothing and shares nothing; give a file, "
+                        "e.g. sqlite:///results/tuning.db, or a database server's URL")  # fmt: skip
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SpecError(f"--storage {url}: cannot create its folder {folder} ({e.strerror or e})") from e
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as e:  # noqa: BLE001 - a URL the user gave: say which and why
@@ -95,9 +107,10 @@ def open_storage(url: str):
 # ---------------------------------------------------------------------------------------------------------- spaces
 
 
-def target(method: str, key: str) -> tuple[str, str]:
+def target(method: str, key: str, config: Mapping[str, Any] | None = None) -> tuple[str, str]:
     """('method' | 'train', field) a space key sets: a field of the method's config, else the suite's lr,
-    weight_decay or momentum ('train.lr' always the suite's)."""
+    weight_decay or momentum ('train.lr' always the suite's; a method's own field the method does not use under
+    `config`, as filter attention's lr with optimizer=suite, means the suite's)."""
     cls = METHODS.get(method)
     own = [f.name for f in dataclasses.fields(cls.Config)] + list(OPTIM_DEFAULTS)
     if key.startswith("train."):
@@ -105,12 +118,15 @@ def target(method: str, key: str) -> tuple[str, str]:
         if name in TRAIN_KEYS:
             return "train", name
     elif key in own:
+        if config is not None and key in TRAIN_KEYS and f"train.{key}" in cls.search_space(config):
+            return "train", key  # its own field is unused under this config: the suite's is the one that acts
         return "method", key
     elif key in TRAIN_KEYS:
         return "train", key
     budget = " (the budget is the same for every trial and method)" if key in ("epochs", "batch_size") else ""
-    raise SpecError(f"space.{method}.{key}: not a setting {method} can be tuned on{budget}; valid: "
-                    f"{', '.join(own + [f'{k} (the suite´s)' for k in TRAIN_KEYS]) }")  # fmt: skip
+    suite = [f"train.{k}" if k in own else k for k in TRAIN_KEYS]
+    raise SpecError(f"space.{method}.{key}: not a setting {method} can be tuned on{budget}; valid: its own "
+                    f"{', '.join(own)}; the suite's {', '.join(suite)}")  # fmt: skip
 
 
 def resolve_spaces(method: str, config: Mapping[str, Any], given: Mapping[str, Mapping[str, Any]]) -> dict[str, Space]:
@@ -120,7 +136,8 @@ def resolve_spaces(method: str, config: Mapping[str, Any], given: Mapping[str, M
     space = dict(cls.search_space(config))
     for scope in ("*", method):
         for key, text in (given.get(scope) or {}).items():
-            target(method, key)  # a key the method cannot take is named now
+            kind, name = target(method, key, config)  # a key the method cannot take is named now
+            key = f"train.{name}" if kind == "train" and f"train.{name}" in space else key
             where = f"space.{key}" if scope == "*" else f"space.{method}.{key}"
             if str(text).strip().lower() == "default":
                 space.pop(key, None)
@@ -139,13 +156,25 @@ def split_space_overrides(overrides: dict[str, Any], methods: list[str]) -> tupl
     if not isinstance(raw, dict):
         raise SpecError("space: give space.KEY=SPACE or space.METHOD.KEY=SPACE, e.g. space.lr=log:1e-4:1e-1")
     out: dict[str, dict[str, Any]] = {"*": {}}
+
+    def flat(section: dict[str, Any], where: str) -> dict[str, Any]:  # space.train.lr -> "train.lr"
+        keys = {}
+        for key, value in section.items():
+            if isinstance(value, dict):
+                if key != "train":
+                    raise SpecError(f"{where}.{key}: expected {where}.KEY=SPACE (KEY a setting, or train.lr)")
+                keys |= {f"train.{k}": v for k, v in value.items()}
+            else:
+                keys[key] = value
+        return keys
+
     for key, value in raw.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key != "train":
             if key not in METHODS:
                 raise SpecError(f"space.{key}: {METHODS.unknown_message(key)}")
-            out.setdefault(key, {}).update(value)
+            out.setdefault(key, {}).update(flat(value, f"space.{key}"))
         else:
-            out["*"][key] = value
+            out["*"].update(flat({key: value}, "space"))
     return overrides, out
 
 
@@ -156,7 +185,7 @@ def apply(run: RunSpec, values: Mapping[str, Any]) -> RunSpec:
 
     train_values, method_values = {}, {}
     for key, value in values.items():
-        kind, name = target(run.method, key)
+        kind, name = target(run.method, key, run.method_config)
         (train_values if kind == "train" else method_values)[name] = value
     train = run.train
     if train_values:
@@ -254,14 +283,20 @@ def plans(suite: SuiteSpec, opts: TuneOptions) -> list[Plan]:
     return out
 
 
-def open_study(storage, plan: Plan):
-    """The plan's study, created with its attributes; an existing one must tune the same thing."""
+def open_study(storage, plan: Plan, trials: int):
+    """The plan's study, created with its attributes; an existing one must tune the same thing. `trials` raises the
+    study's target (what `bench run --tuned` requires of every method)."""
     import optuna
 
     study = optuna.create_study(storage=storage, study_name=plan.name, direction="maximize", load_if_exists=True)
+    if trials > study.user_attrs.get(TARGET, 0):
+        study.set_user_attr(TARGET, trials)
     stored = study.user_attrs.get(ATTR)
     if stored is None:
         study.set_user_attr(ATTR, plan.attrs)
+        defaults = default_values(plan)
+        if defaults:  # trial 0 is the method at its defaults, so the chosen values are never worse on val than them
+            study.enqueue_trial(defaults, user_attrs={"defaults": True})
         return study
     for key, value in plan.attrs.items():
         if _norm(stored.get(key)) != _norm(value):
@@ -269,6 +304,23 @@ def open_study(storage, plan: Plan):
                             f"now {_short(value)}); use another --study name, or the settings it was made "
                             "with")  # fmt: skip
     return study
+
+
+def default_values(plan: Plan) -> dict[str, Any]:
+    """The run's own values of the searched keys (the suite's lr, the method's lambda...), those inside their
+    dimension's range or list."""
+    out = {}
+    for key, s in plan.space.items():
+        if s.fixed:
+            continue
+        kind, name = target(plan.base.method, key, plan.base.method_config)
+        value = getattr(plan.base.train, name) if kind == "train" else plan.base.method_config.get(name)
+        if s.kind == "choice":
+            if value in s.choices:
+                out[key] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool) and s.low <= value <= s.high:
+            out[key] = int(value) if s.kind == "int" else float(value)
+    return out
 
 
 def _norm(v: Any) -> Any:
@@ -300,12 +352,25 @@ def make_sampler(kind: str, seed: int, space: Mapping[str, Space], trials: int):
     processes draw different values and a study is reproducible whichever process claims which trial."""
     import optuna
 
-    if kind == "grid":
-        return optuna.samplers.GridSampler({k: list(s.choices) for k, s in space.items() if not s.fixed}, seed=seed)
-    if kind == "random":
+    if kind in ("grid", "random"):  # a grid's points come enqueued (`grid_point`): the sampler draws nothing
         return optuna.samplers.RandomSampler(seed=seed)
     startup = min(10, max(2, trials // 2))  # random draws before TPE models the others (Optuna's default: 10)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+
+
+def grid_point(trials: list, space: Mapping[str, Space], seed: int) -> dict[str, Any] | None:
+    """The next grid point no trial has taken (in an order shuffled once by the study's seed), or None."""
+    import itertools
+    import random
+
+    keys = [k for k, s in space.items() if not s.fixed]
+    points = list(itertools.product(*(space[k].choices for k in keys)))
+    random.Random(seed).shuffle(points)
+    taken = {tuple(repr(t.params.get(k)) for k in keys) for t in trials}
+    for point in points:
+        if tuple(repr(v) for v in point) not in taken:
+            return dict(zip(keys, point, strict=True))
+    return None
 
 
 def make_pruner(kind: str):
@@ -316,6 +381,19 @@ def make_pruner(kind: str):
     return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP, n_warmup_steps=PRUNER_WARMUP)
 
 
+@contextlib.contextmanager
+def held(path: Path):
+    """A short critical section between processes: a blocking `flock` on `path`, so waiters queue in the kernel and
+    take their turn as soon as it is free (the file stays; a dead holder's lock is dropped with its process)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class Claims:
     """The file locks that keep processes sharing a study from claiming one trial twice or counting past --trials."""
 
@@ -323,8 +401,8 @@ class Claims:
         key = hashlib.sha256(name.encode()).hexdigest()[:16]
         self.root, self.key = Path(out) / "tuning", key
 
-    def claim_lock(self) -> RunLock:
-        return RunLock(self.root, f"claim-{self.key}")
+    def claim_lock(self):
+        return held(self.root / "locks" / f"claim-{self.key}.lock")
 
     def trial_lock(self, number: int) -> RunLock:
         return RunLock(self.root, f"trial-{self.key}-{number}")
@@ -340,8 +418,8 @@ def recover(study, claims: Claims, reporter: Reporter) -> None:
         if not lock.acquire():
             continue  # its process is alive
         try:
+            study.tell(t.number, state=TrialState.FAIL)  # first: a crash in between leaves no duplicate retry
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-            study.tell(t.number, state=TrialState.FAIL)
             reporter.print(f"  trial {t.number} of {study.study_name} was interrupted (its process is gone): its "
                            "values are queued again and resume from its last epoch")  # fmt: skip
         finally:
@@ -358,6 +436,11 @@ def claim(study, plan: Plan, opts: TuneOptions, claims: Claims, reporter: Report
         waiting = any(t.state == TrialState.WAITING for t in trials)
         if not waiting and len(counted(trials)) >= opts.trials:
             return None
+        if opts.sampler == "grid" and not waiting:
+            point = grid_point(trials, plan.space, opts.seed)
+            if point is None:
+                return None
+            study.enqueue_trial(point)
         study.sampler = make_sampler(opts.sampler, opts.seed * 100_003 + len(trials), plan.space, opts.trials)
         study.pruner = make_pruner(opts.pruner)
         trial = study.ask(distributions(plan.space))
@@ -381,6 +464,19 @@ class TrialHooks:
         return self.prune and self.trial.should_prune()
 
 
+def replaced(run: RunSpec, values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The suite's values that `values` replace in `run`: {'base': train keys, 'base_config': method keys}."""
+    base: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    for key in values:
+        kind, name = target(run.method, key, run.method_config)
+        if kind == "train":
+            base[name] = getattr(run.train, name)
+        else:
+            config[name] = run.method_config.get(name)
+    return {"base": base, "base_config": config}
+
+
 def fixed_values(space: Mapping[str, Space]) -> dict[str, Any]:
     return {k: s.choices[0] for k, s in space.items() if s.fixed}
 
@@ -393,13 +489,18 @@ def run_trial(study, trial, plan: Plan, out: Path, data_root: str | None, dev: t
     from finebench.benchmark.runner import Diverged, Run
 
     values = {**fixed_values(plan.space), **trial.params}
-    spec = apply(plan.base, values)
+    # the trial's own identity (its checkpoints; a retry continues the killed trial's), and the suite's values it
+    # replaced (its teacher trains under those)
+    number = trial.user_attrs.get("retry_of", trial.number)
+    spec = dataclasses.replace(apply(plan.base, values), tuned={"study": plan.name, "trials": number, "values": values}
+                               | replaced(plan.base, values))  # fmt: skip
     work = Path(out) / "tuning" / "work"
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     reporter.print(f"{plan.name} trial {trial.number}: {shown}")
     hooks = TrialHooks(trial, spec.train.select_metric, opts.pruner != "none")
     run = Run(spec, data_root, work, dev, reporter, trial=hooks, store_dir=out)
     trial.set_user_attr("run_id", spec.run_id)
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("values", {k: _json(v) for k, v in values.items()})
     t0 = time.perf_counter()
     try:
@@ -455,18 +556,12 @@ class TuneResult:
 def tune_suite(suite: SuiteSpec, opts: TuneOptions, out: Path, data_root: str | None, device: Any = "auto",
                reporter: Reporter | None = None, quiet_preflight: bool = False) -> TuneResult:  # fmt: skip
     """Run trials until every method's study has its --trials (shared with any other process on the same storage)."""
-    from finebench.benchmark.suite import check_writable, pick_device, preflight, source_runs
+    from finebench.benchmark.suite import pick_device, preflight, source_runs
 
     reporter = reporter or Reporter()
     opts.check()
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    todo = plans(suite, opts)
-    check_writable(out)
-    url = storage_url(out, opts.storage)
-    # processes starting together would race to create the storage's tables and the studies: one at a time
-    with RunLock(Path(out) / "tuning", "storage"):
-        storage = open_storage(url)
-        studies = [(plan, open_study(storage, plan)) for plan in todo]
+    todo, studies, url = open_studies(suite, opts, out)
     bases = [p.base for p in todo]
     preflight(bases + [r for _, r in source_runs(bases)], data_root, dev, None if quiet_preflight else reporter)
     ensure_sources(bases, out, data_root, dev, reporter)
@@ -484,8 +579,24 @@ def tune_suite(suite: SuiteSpec, opts: TuneOptions, out: Path, data_root: str | 
                 lock.release()  # on Ctrl-C the trial stays RUNNING: the next claimer retries it
             ran += 1
         result.ran[plan.name] = ran
+    for plan, study in studies:  # as they stand now (another process may still run a trial)
         result.states[plan.name] = state_counts(study)
     return result
+
+
+def open_studies(suite: SuiteSpec, opts: TuneOptions, out: Path) -> tuple[list[Plan], list, str]:
+    """Every plan (spaces checked), its study opened or created (a reuse checked), and the storage URL: all that can
+    be refused, before any trial or job starts."""
+    from finebench.benchmark.suite import check_writable
+
+    todo = plans(suite, opts)
+    check_writable(out)
+    url = storage_url(out, opts.storage)
+    # processes starting together would race to create the storage's tables and the studies: one at a time
+    with held(Path(out) / "tuning" / "locks" / "storage.lock"):
+        storage = open_storage(url)
+        studies = [(plan, open_study(storage, plan, opts.trials)) for plan in todo]
+    return todo, studies, url
 
 
 def ensure_sources(runs: list[RunSpec], out: Path, data_root: str | None, dev: torch.device, reporter: Reporter):
@@ -512,17 +623,39 @@ def state_counts(study) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------------------- choices
 
 
-def summary(study, metric: str) -> dict[str, Any]:
+def unfinished(study, claims: Claims | None) -> str | None:
+    """Why a study is not finished (trials running, interrupted or queued), or None."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    alive = []
+    for n in running:
+        lock = claims.trial_lock(n) if claims else None
+        if lock is None or not lock.acquire():
+            alive.append(n)
+        else:
+            lock.release()
+    if alive:
+        return f"trial(s) {alive} still running in another process; wait for them"
+    if running or any(t.state == TrialState.WAITING for t in trials):
+        return "it was interrupted (trials not finished); `bench tune` with the same flags finishes it"
+    target_ = study.user_attrs.get(TARGET)
+    if target_ is not None and len(counted(trials)) < target_:
+        return f"{len(counted(trials))} of its {target_} trials are done; `bench tune` with the same flags finishes it"
+    return None
+
+
+def summary(study, metric: str, claims: Claims | None = None) -> dict[str, Any]:
     """The tuning as a final record carries it: the best trial's values, every counted trial (values, state, val
     curve, best val) and the cost of all of them (pruned and failed included)."""
     from optuna.trial import TrialState
 
     attrs = study.user_attrs[ATTR]
+    why = unfinished(study, claims)
+    if why:
+        raise SpecError(f"study {study.study_name!r}: {why}")
     trials = counted(study.get_trials(deepcopy=False))
-    running = [t.number for t in trials if t.state == TrialState.RUNNING]
-    if running:
-        raise SpecError(f"study {study.study_name!r}: trial(s) {running} still running; wait for `bench tune` to "
-                        "finish")  # fmt: skip
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if not done:
         raise SpecError(f"study {study.study_name!r} has no finished trial ({len(trials)} pruned or failed); tune "
@@ -544,6 +677,7 @@ def summary(study, metric: str) -> dict[str, Any]:
             cost["samples"] += charge.get("samples", 0)
             cost["flops"] += charge.get("flops", 0.0)
         rows.append({"number": t.number, "state": t.state.name.lower(), "values": t.user_attrs.get("values", t.params),
+                     "defaults": bool(t.user_attrs.get("defaults")),
                      "value": t.value, "curve": t.user_attrs.get("curve", []), "stopped": t.user_attrs.get("stopped"),
                      "error": t.user_attrs.get("error")})  # fmt: skip
     for charge in shared.values():
@@ -555,6 +689,7 @@ def summary(study, metric: str) -> dict[str, Any]:
         "trials": len(trials),
         "values": best.user_attrs.get("values", best.params),
         "best_trial": best.number,
+        "best_is_defaults": bool(best.user_attrs.get("defaults")),
         "best_val": best.value,
         "metric": metric,
         "space": attrs["space"],
@@ -568,9 +703,9 @@ def summary(study, metric: str) -> dict[str, Any]:
     }
 
 
-def tuned_suite_runs(suite: SuiteSpec, study: str, url: str) -> list[RunSpec]:
+def tuned_suite_runs(suite: SuiteSpec, study: str, url: str, out: str) -> list[RunSpec]:
     """The suite's runs at each method's chosen values from `study` (`bench run --tuned STUDY`): every method's
-    study must exist, be finished and have tuned the suite's budget."""
+    study must exist, be finished, have tuned the suite's budget, and have as many trials as the others."""
     import optuna
 
     from finebench.benchmark.suite import expand
@@ -595,13 +730,16 @@ def tuned_suite_runs(suite: SuiteSpec, study: str, url: str) -> list[RunSpec]:
             if diff:
                 raise SpecError(f"--tuned {study}: {run.method} was tuned under another setting ({diff}); the final "
                                 "runs must use the budget and settings the trials had")  # fmt: skip
-            chosen[name] = summary(s, run.train.select_metric) | {"study": study, "storage": shown_url(url)}
+            info = summary(s, run.train.select_metric, Claims(Path(out), name))
+            chosen[name] = info | {"study": study, "storage": shown_url(url)}
         info = chosen[name]
-        values = info["values"]
-        # the suite's values of the train keys the tuning set: what the run's table compares it under
-        train_keys = [target(run.method, key)[1] for key in values if target(run.method, key)[0] == "train"]
-        base = {k: getattr(run.train, k) for k in train_keys}
-        runs.append(dataclasses.replace(apply(run, values), tuned=info | {"base": base}))
+        # the suite's values the chosen ones replace: the table compares the run under them, its teacher trains so
+        runs.append(dataclasses.replace(apply(run, info["values"]), tuned=info | replaced(run, info["values"])))
+    counts = {name.rsplit(":", 1)[-1]: info["trials"] for name, info in chosen.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{m}: {n}" for m, n in counts.items())
+        raise SpecError(f"--tuned {study}: the methods had different numbers of trials ({listed}); `bench tune "
+                        f"--study {study} --trials {max(counts.values())} ...` evens them out")  # fmt: skip
     return runs
 
 

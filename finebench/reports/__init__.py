@@ -101,15 +101,16 @@ def write_report(
     report.markdown = markdown(summary, wide)
     shown = set(zip(runs["dataset"], runs["backbone"], strict=True))
     labels = set(runs["method"])
+    ids = set(runs["run_id"])  # a row's runs, also where the frame relabelled them (two tunings of one name)
     kept = [r for r in records if (r.spec["dataset"], r.spec["backbone"]) in shown
-            and run_label(r.spec) in labels]  # fmt: skip
+            and (run_label(r.spec) in labels or r.run_id in ids)]  # fmt: skip
     figures = attention_figures(kept, results, out, report) + extras_figures(kept, out, report)
     figures = comparison_figures(runs, summary, kept, out, report) + figures
     specific = [distillation_table(summary), filter_attention_table(summary, kept), near_twins_table(summary),
                 pruning_table(kept), theta_table(kept), attention_pruning_table(kept)]  # fmt: skip
     specific.append(tuning_table(runs, kept, metric))
     report.markdown += "".join("\n" + t for t in specific if t)
-    paths, tuning = sensitivity_figures(kept, out, pdf)
+    paths, tuning = sensitivity_figures(kept, out, pdf, dict(zip(runs["run_id"], runs["method"], strict=True)))
     report.written += paths
     figures += tuning
     failed = failed_section(ResultStore(results).failures())

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from finebench.core.labels import identity_train, untuned_train
+from finebench.core.labels import identity_train, tuned_identity, untuned_train
 from finebench.reports import catalogue
 from finebench.results import predictions
 from finebench.results.record import RunRecord
@@ -57,10 +57,19 @@ def run_label(spec: dict) -> str:
     if not tuned:
         return method_label(spec["method"], config)
     defaults = catalogue.current().defaults(spec["method"]) or {}
+    base = tuned.get("base_config")  # the suite's values of the settings the tuning chose (older: the defaults)
     for key in tuned.get("values", {}):
-        if key in config and key in defaults:  # a method setting the tuning chose: shown in the tuning table
-            config[key] = defaults[key]
-    return f"{method_label(spec['method'], config)} (tuned: {tuned['study']})"
+        if key in config:  # a method setting the tuning chose: shown in the tuning table, not the label
+            config[key] = base[key] if base is not None and key in base else defaults.get(key, config[key])
+    return f"{method_label(spec['method'], config)} (tuned: {tuned['study']}, {tuned['trials']} trials)"
+
+
+def tuned_id(spec: dict) -> str | None:
+    """A short hash of which tuning chose a run's values (None: not tuned)."""
+    if not spec.get("tuned"):
+        return None
+    text = json.dumps(tuned_identity(spec["tuned"]), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
 def method_note(method: str, config: dict) -> str | None:
@@ -108,7 +117,9 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "method": run_label(r.spec),
         "method_name": r.spec["method"],
         "seed": r.spec["seed"],
+        "run_id": r.run_id,
         "tuned": (r.spec.get("tuned") or {}).get("study"),  # the bench tune study whose values the run used
+        "tuned_id": tuned_id(r.spec),
         "commit": (r.env.get("commit") or "unknown")[:10],
         "test_top1": r.best["test"]["top1"],
         "test_top3": r.best["test"]["top3"],
@@ -177,5 +188,21 @@ def runs_frame(records: Iterable[RunRecord], target: float | None = None) -> pd.
             group["seed"] = teacher.dataset.get("split_seed", r.spec["seed"])
         rows.append(t | group | {"method": label, "method_name": TEACHER, "teacher_val": math.nan})
     frame = pd.DataFrame(rows)
+    separate_tunings(frame)
     frame.attrs["target"] = target
     return frame
+
+
+def separate_tunings(frame: pd.DataFrame) -> None:
+    """Runs tuned by different tunings that share a label (one study name, one trial count, two storages) get the
+    tuning's hash in their label: a row never pools two choices of values."""
+    if frame.empty or "tuned_id" not in frame or frame["tuned_id"].isna().all():
+        return
+    tuned = frame[frame["tuned_id"].notna()]
+    clashes = tuned.groupby(["dataset", "backbone", "budget", "method"])["tuned_id"].nunique()
+    for (dataset, backbone, budget, method), n in clashes.items():
+        if n < 2:
+            continue
+        rows = (frame["dataset"] == dataset) & (frame["backbone"] == backbone) & (frame["budget"] == budget) & (
+            frame["method"] == method)  # fmt: skip
+        frame.loc[rows, "method"] = frame.loc[rows, "method"] + " #" + frame.loc[rows, "tuned_id"]

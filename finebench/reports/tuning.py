@@ -5,6 +5,7 @@ values carries its study's choice, cost and trials in `spec.tuned`."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,19 @@ from finebench.reports.stats import paired_test, t_interval
 from finebench.results.record import RunRecord
 
 
-def tuned_records(records: list[RunRecord]) -> dict[tuple, RunRecord]:
-    """(dataset, backbone, budget, row label) -> the lowest seed's record of each tuned row."""
+def tuned_records(records: list[RunRecord], labels: dict[str, str] | None = None) -> dict[tuple, RunRecord]:
+    """(dataset, backbone, budget, row label) -> the lowest seed's record of each tuned row; `labels`: run id -> the
+    row label the runs frame gave it (which separates tunings that share a study name)."""
     out: dict[tuple, RunRecord] = {}
     for r in sorted(records, key=lambda r: r.spec["seed"]):
         if r.spec.get("tuned"):
-            out.setdefault((r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), run_label(r.spec)), r)
+            label = (labels or {}).get(r.run_id, run_label(r.spec))
+            out.setdefault((r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), label), r)
     return out
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
 
 
 def short(v) -> str:
@@ -46,9 +53,10 @@ def mean_ci(values: list[float]) -> tuple[str, str]:
 def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "top1") -> str:
     """Per (dataset, backbone, budget) with tuned rows: each tuned row beside the same method at its defaults:
     test metric (mean ± sd over seeds, 95 % t-interval), the paired difference over seeds, the chosen values, the
-    trials and what all of them cost (pruned and failed included), and the final runs' own seconds."""
+    trials and what all of them cost (pruned and failed included), and a final run's seconds."""
     key = f"test_{metric}"
-    chosen = tuned_records(records)
+    labels = dict(zip(runs["run_id"], runs["method"], strict=True)) if "run_id" in runs else None
+    chosen = tuned_records(records, labels)
     if not chosen:
         return ""
     out = []
@@ -62,8 +70,9 @@ def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "to
             "",
             f"Test {metric} (%) at each method's defaults and at the values `bench tune` chose on val (mean ± sd over "
             "seeds, 95 % t-interval); Δ: tuned − default, paired by seed (t-test; n.s.: p ≥ 0.05). Tuning cost: every "
-            "trial of the method's study, pruned and failed ones included (set-up, training and val evaluation; a "
-            "teacher's recorded cost once). Final s: one final run's own seconds (mean over seeds).",
+            "trial of the method's study, pruned and failed ones included (training and val evaluation, and charged "
+            "phases: a teacher's recorded cost once). Final s: one final run's seconds counted the same way (mean "
+            "over seeds).",
             "",
             "| method | default | 95 % CI | tuned | 95 % CI | Δ (seeds) | chosen values | trials (done / pruned / "
             "failed) | tuning seconds | tuning samples | tuning FLOPs | final s |",
@@ -72,7 +81,7 @@ def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "to
         notes = []
         for label, r in rows:
             tuned = r.spec["tuned"]
-            default_label = label.removesuffix(f" (tuned: {tuned['study']})")
+            default_label = run_label({**r.spec, "tuned": None})  # the same settings, untuned
             mine = table[table["method"] == label].set_index("seed")
             base = table[table["method"] == default_label].set_index("seed")
             t_text, t_ci = mean_ci(mine[key].tolist())
@@ -86,10 +95,12 @@ def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "to
                 sig = "" if test.p < 0.05 else " n.s."
                 delta = f"{test.mean_difference:+.1f} (p={test.p:.3f}){sig}"
             values = ", ".join(f"{k}={short(v)}" for k, v in tuned["values"].items())
+            if tuned.get("best_is_defaults"):
+                values += " (the defaults: trial 0)"
             states = tuned.get("states", {})
             counts = f"{states.get('complete', 0)} / {states.get('pruned', 0)} / {states.get('fail', 0)}"
             cost = tuned.get("cost", {})
-            final = mine["own_seconds"].mean() if not mine.empty else math.nan
+            final = mine["total_seconds"].mean() if not mine.empty else math.nan
             lines.append(f"| {label} | {d_text} | {d_ci} | {t_text} | {t_ci} | {delta} | {values} | {counts} | "
                          f"{cost.get('seconds', 0):.0f} | {human(cost.get('samples', 0))} | "
                          f"{human(cost.get('flops', 0))} | {final:.0f} |")  # fmt: skip
@@ -116,12 +127,13 @@ def trial_points(tuned: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sensitivity_figures(records: list[RunRecord], out: Path, pdf: bool = True) -> tuple[list[Path], str]:
+def sensitivity_figures(records: list[RunRecord], out: Path, pdf: bool = True,
+                        labels: dict[str, str] | None = None) -> tuple[list[Path], str]:  # fmt: skip
     """Per (dataset, backbone, budget): one row per tuned method, val accuracy of every trial against its learning
     rate and against the method's own key hyperparameter; returns the files and the Markdown that shows them."""
     from finebench.reports.figures import _plt, save
 
-    chosen = tuned_records(records)
+    chosen = tuned_records(records, labels)
     groups: dict[tuple, list[tuple[str, dict]]] = {}
     for (dataset, backbone, budget, label), r in chosen.items():
         groups.setdefault((dataset, backbone, budget), []).append((label, r.spec["tuned"]))
@@ -148,7 +160,7 @@ def sensitivity_figures(records: list[RunRecord], out: Path, pdf: bool = True) -
                 ax.set_ylabel(f"val {tuned.get('metric', 'top1')} (%)")
         fig.suptitle(f"sensitivity on val: {dataset} · {backbone} · budget {budget}", fontsize=9)
         fig.tight_layout()
-        name = f"figures/sensitivity-{dataset}-{backbone}-{budget}"
+        name = f"figures/sensitivity-{slug(dataset)}-{slug(backbone)}-{budget}"
         written += save(fig, out / name, plt, pdf)
         lines.append(f"### Sensitivity on val: {dataset} · {backbone} · budget {budget}\n\n![sensitivity]({name}.png)"
                      "\n\nEvery trial of each tuned method: val accuracy (the tuning objective: best epoch, after the "
