@@ -374,6 +374,19 @@ def test_two_processes_share_one_study_without_running_a_trial_twice(tmp_path):
     assert len(workers) == 2, workers  # both processes ran trials of the one study
 
 
+@pytest.mark.parametrize("workers", [["--devices", "cpu,cpu"], ["--launcher", "local", "--workers", "2",
+                                                                    "--array-parallelism", "2"]])  # fmt: skip
+def test_tuning_workers_on_devices_or_as_jobs_share_the_study(tmp_path, workers):
+    out = tmp_path / "r"
+    args = ["tune", "--methods", "cut-fc", "--trials", "6", "--study", "w", *SUITE, "--out", str(out), *workers]
+    assert cli.main(args) == 0
+    trials = trials_of(out, "w")
+    assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 6
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers (processes other than this one) ran
+    assert f":{os.getpid()}" not in " ".join(t.user_attrs["worker"] for t in trials)
+
+
 def test_a_tune_killed_mid_trial_resumes_and_keeps_its_finished_trials(tmp_path):
     probe = runner.Run(small_run("cut-fc"), None, tmp_path / "probe", torch.device("cpu"), Reporter(quiet=True))
     probe.setup()
