@@ -24,6 +24,7 @@ from finebench.benchmark.tune import (
     open_storage,
     plans,
     resolve_spaces,
+    split_space_overrides,
     summary,
     target,
 )
@@ -89,6 +90,15 @@ def test_space_keys_resolve_to_the_method_or_the_suite_and_overrides_apply():
     fa = resolve_spaces("filter-attention", small_run("filter-attention").method_config, {"filter-attention": {
         "lam": "0.1,1"}})  # fmt: skip
     assert fa["lam"] == choice(0.1, 1) and fa["lr"] == log(1e-5, 1e-2)
+    # the suite's lr by name, on the CLI: space.train.lr (every method) and space.METHOD.train.lr
+    _, given = split_space_overrides({"space": {"train": {"lr": "1e-3,1e-2"}, "filter-attention": {"train": {
+        "lr": "0.1"}, "lam": "1"}}}, [])  # fmt: skip
+    assert given == {"*": {"train.lr": "1e-3,1e-2"}, "filter-attention": {"train.lr": "0.1", "lam": "1"}}
+    # filter attention on the suite's optimiser: its own lr is unused, so `lr` means the suite's (no dead dimension)
+    suite_fa = {**small_run("filter-attention").method_config, "optimizer": "suite"}
+    space = resolve_spaces("filter-attention", suite_fa, {"*": {"lr": "1e-3,1e-2"}})
+    assert set(space) == {"train.lr", "lam"} and space["train.lr"] == choice(0.001, 0.01)
+    assert target("filter-attention", "lr", suite_fa) == ("train", "lr")
     with pytest.raises(SpecError, match="rank.*0"):
         check_space(small_run("lora"), {"rank": choice(0, 4)})  # a value the method refuses, named before training
     with pytest.raises(SpecError, match="alpha"):
@@ -420,6 +430,7 @@ def test_bad_tuning_input_is_refused_by_name_before_any_trial(tmp_path, capsys):
         (["--methods", "cut-fc", "--trials", "0"], "--trials: must be >= 1"),
         (["--methods", "cut-fc", "--study", "a/b"], "--study 'a/b'"),
         (["--methods", "cut-fc", "--storage", "nosuchdb://x"], "--storage nosuchdb://x"),
+        (["--methods", "cut-fc", "--storage", "sqlite://"], "in-memory database keeps nothing"),
         (["--methods", "cut-fc", "seeds=0,1"], "--seed N"),
         (["--methods", "cut-fc", "--workers", "2"], "--workers applies to --launcher"),
     ]
