@@ -274,6 +274,8 @@ def test_the_report_puts_default_and_tuned_side_by_side_never_in_one_row(tuned, 
     row = next(
         line for line in text.splitlines() if line.startswith("| l2-sp (tuned: s1, 3 trials) |") and "alpha=" in line
     )
+    cells = [c.strip() for c in row.split("|")]
+    assert re.fullmatch(r"\d+\.\d ± \d+\.\d", cells[2])  # its default row found (l2-sp at alpha 0.1), beside it
     done, pruned, failed = (int(n) for n in re.search(r"\| (\d+) / (\d+) / (\d+) \|", row).groups())
     assert done + pruned + failed == 3 and done >= 2  # the pruner spares the first two
     main_rows = [line for line in text.splitlines() if line.startswith("| cut-fc")]

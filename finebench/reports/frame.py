@@ -64,6 +64,13 @@ def run_label(spec: dict) -> str:
     return f"{method_label(spec['method'], config)} (tuned: {tuned['study']}, {tuned['trials']} trials)"
 
 
+def untuned_label(spec: dict) -> str:
+    """The row label of the same run at the suite's settings (a tuned run's default row)."""
+    tuned = spec.get("tuned") or {}
+    config = {**spec.get("method_config", {}), **(tuned.get("base_config") or {})}
+    return method_label(spec["method"], config)
+
+
 def tuned_id(spec: dict) -> str | None:
     """A short hash of which tuning chose a run's values (None: not tuned)."""
     if not spec.get("tuned"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finebench.reports.frame import budget_key, run_label
+from finebench.reports.frame import budget_key, run_label, untuned_label
 from finebench.reports.stats import paired_test, t_interval
 from finebench.results.record import RunRecord
 
@@ -50,6 +50,15 @@ def mean_ci(values: list[float]) -> tuple[str, str]:
     return text, (f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "—")
 
 
+def order(r: RunRecord, label: str) -> tuple[int, str]:
+    """Rows in the registry's order (as `bench list methods`), then by label."""
+    from finebench.reports import catalogue
+
+    names = catalogue.current().order()
+    name = r.spec["method"]
+    return (names.index(name) if name in names else len(names), label)
+
+
 def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "top1") -> str:
     """Per (dataset, backbone, budget) with tuned rows: each tuned row beside the same method at its defaults:
     test metric (mean ± sd over seeds, 95 % t-interval), the paired difference over seeds, the chosen values, the
@@ -61,7 +70,7 @@ def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "to
         return ""
     out = []
     tables: dict[tuple, list[tuple[str, RunRecord]]] = {}
-    for (dataset, backbone, budget, label), r in chosen.items():
+    for (dataset, backbone, budget, label), r in sorted(chosen.items(), key=lambda kv: order(kv[1], kv[0][3])):
         tables.setdefault((dataset, backbone, budget), []).append((label, r))
     for (dataset, backbone, budget), rows in tables.items():
         table = runs[(runs["dataset"] == dataset) & (runs["backbone"] == backbone) & (runs["budget"] == budget)]
@@ -81,7 +90,7 @@ def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "to
         notes = []
         for label, r in rows:
             tuned = r.spec["tuned"]
-            default_label = run_label({**r.spec, "tuned": None})  # the same settings, untuned
+            default_label = untuned_label(r.spec)  # the same run at the suite's settings
             mine = table[table["method"] == label].set_index("seed")
             base = table[table["method"] == default_label].set_index("seed")
             t_text, t_ci = mean_ci(mine[key].tolist())
@@ -135,7 +144,7 @@ def sensitivity_figures(records: list[RunRecord], out: Path, pdf: bool = True,
 
     chosen = tuned_records(records, labels)
     groups: dict[tuple, list[tuple[str, dict]]] = {}
-    for (dataset, backbone, budget, label), r in chosen.items():
+    for (dataset, backbone, budget, label), r in sorted(chosen.items(), key=lambda kv: order(kv[1], kv[0][3])):
         groups.setdefault((dataset, backbone, budget), []).append((label, r.spec["tuned"]))
     written, lines = [], []
     for (dataset, backbone, budget), rows in groups.items():
