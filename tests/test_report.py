@@ -88,6 +88,20 @@ def test_method_settings_get_their_own_rows_and_commits_are_flagged():
     assert "WARNING: runs from different code commits" in md
 
 
+def test_cpu_runs_at_different_thread_counts_are_flagged():
+    """The same spec on a CPU at another thread count gives slightly different numbers (reductions split
+    differently): measured on filter attention, Flowers-17, one vs two threads. The caption says so."""
+    runs = [make_record("cut-full", s, 80.0, run_id=f"a{s}") for s in (0, 1)]
+    for r, threads in zip(runs, (1, 2), strict=True):
+        r.env.update(device="cpu", threads=threads)
+    md = markdown(summary_of(runs), wide=True)
+    assert "CPU runs with different thread counts (1, 2)" in md
+    runs[1].env["threads"] = 1
+    assert "thread counts" not in markdown(summary_of(runs), wide=True)
+    runs[1].env.update(device="cuda", threads=2)  # a GPU run's CPU threads do not decide its numbers
+    assert "thread counts" not in markdown(summary_of(runs), wide=True)
+
+
 def test_teacher_rows_join_their_students_table_once_and_teachers_with_other_weights_stay_apart():
     student = [make_record("kd", s, 70.0 + s, run_id=f"kd-{s}") for s in (0, 1)]
     teacher = make_record("cut-full", 0, 90.0, run_id="teacher-a", seconds=100.0)

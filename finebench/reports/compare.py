@@ -198,6 +198,7 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, metric: str = "top1"
     out["bn_statistics"] = g["bn_statistics"].agg(lambda v: next((x for x in v if isinstance(x, str)), None))
     out["seeds"] = g["seed"].apply(lambda s: ",".join(str(v) for v in sorted(s)))
     out["commits"] = g["commit"].apply(lambda s: ",".join(sorted(set(s))))
+    out["cpu_threads"] = g["cpu_threads"].apply(lambda s: ",".join(sorted({str(int(v)) for v in s if v == v and v})))
     dup = g["seed"].apply(lambda s: s.duplicated().any())
     if dup.any():
         key = list(dup[dup].index)[0]

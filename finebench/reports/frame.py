@@ -128,6 +128,8 @@ def run_row(r: RunRecord, target: float | None = None) -> dict:
         "tuned": (r.spec.get("tuned") or {}).get("study"),  # the bench tune study whose values the run used
         "tuned_id": tuned_id(r.spec),
         "commit": (r.env.get("commit") or "unknown")[:10],
+        # a CPU run's thread count: CPU results are bit-identical only at one count (reductions split differently)
+        "cpu_threads": r.env.get("threads") if r.env.get("device") == "cpu" else None,
         "test_top1": r.best["test"]["top1"],
         "test_top3": r.best["test"]["top3"],
         "test_mean_class": r.best["test"].get("mean_class", math.nan),

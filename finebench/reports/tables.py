@@ -206,6 +206,10 @@ def caption(group: pd.DataFrame, metric: str = "top1") -> str:
     commits = sorted({c for v in group["commits"] for c in v.split(",")})
     if len(commits) > 1:
         text += f" · WARNING: runs from different code commits ({', '.join(commits)})"
+    threads = sorted({t for v in group.get("cpu_threads", []) for t in str(v).split(",") if t}, key=int)
+    if len(threads) > 1:
+        text += (f" · note: CPU runs with different thread counts ({', '.join(threads)}): the same spec gives "
+                 "slightly different numbers at another count")  # fmt: skip
     tests = sorted({t for t in group["test"] if t})
     if (group["method"] == first["baseline"]).any():
         text += (
