@@ -157,7 +157,7 @@ def test_tuning_cost_counts_pruned_and_failed_trials_and_a_teacher_once(tmp_path
     trial(0.02, "complete", 70.0, seconds=6.0)  # the retry (takes the queued values)
     s = summary(study, "top1")
     assert s["values"] == {"lr": 0.05} and s["best_trial"] == 1 and s["best_val"] == 85.0
-    assert s["trials"] == 5 and s["states"] == {"complete": 3, "pruned": 1, "fail": 1}
+    assert s["trials"] == 5 and s["states"] == {"complete": 3, "pruned": 1, "fail": 1, "interrupted": 1}
     # own: 10 + 10 + 4 + 2 + 6 s, the prepare charge 1 s each, the teacher's 100 s once
     assert s["cost"]["seconds"] == pytest.approx(32 + 5 + 100)
     assert s["cost"]["samples"] == 5 * 50 + 1000 and s["cost"]["flops"] == pytest.approx(5e9 + 5e12)

@@ -685,6 +685,7 @@ def summary(study, metric: str, claims: Claims | None = None) -> dict[str, Any]:
         cost["samples"] += charge.get("samples", 0)
         cost["flops"] += charge.get("flops", 0.0)
     states = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail")}
+    states["interrupted"] = len(interrupted(study.get_trials(deepcopy=False)))  # retried: not counted, not charged
     return {
         "trials": len(trials),
         "values": best.user_attrs.get("values", best.params),

@@ -108,6 +108,8 @@ def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "to
                 values += " (the defaults: trial 0)"
             states = tuned.get("states", {})
             counts = f"{states.get('complete', 0)} / {states.get('pruned', 0)} / {states.get('fail', 0)}"
+            if states.get("interrupted"):
+                counts += f" (+{states['interrupted']} interrupted, retried)"
             cost = tuned.get("cost", {})
             final = mine["total_seconds"].mean() if not mine.empty else math.nan
             lines.append(f"| {label} | {d_text} | {d_ci} | {t_text} | {t_ci} | {delta} | {values} | {counts} | "
