@@ -229,7 +229,7 @@ def cmd_tune(args) -> int:
     from finebench.benchmark.progress import Reporter
     from finebench.benchmark.tune import TuneOptions, split_space_overrides, tune_suite
 
-    overrides, spaces = split_space_overrides(parse_overrides(args.overrides), [])
+    overrides, spaces = split_space_overrides(parse_overrides(args.overrides))
     if "seeds" in overrides or "seed" in overrides:
         raise SpecError("bench tune: every trial uses one seed, --seed N (the final seeds are `bench run --tuned`'s)")
     layers = suite_layers(args, overrides)

@@ -79,7 +79,7 @@ def test_the_other_commands_parse_and_their_specs_resolve():
             if ns.command == "run":
                 expand(build_suite(*([{"preset": ns.preset}] if ns.preset else []), flags, parse_overrides(extra)))
             if ns.command == "tune":  # every method's space resolves and its ends make valid runs
-                overrides, spaces = split_space_overrides(parse_overrides(extra), [])
+                overrides, spaces = split_space_overrides(parse_overrides(extra))
                 opts = TuneOptions(ns.study, ns.trials, ns.sampler, ns.pruner, ns.seed, ns.storage, spaces)
                 opts.check()
                 assert plans(build_suite(flags, overrides), opts), args

@@ -25,9 +25,9 @@ from finebench.benchmark.tune import (
     plans,
     resolve_spaces,
     split_space_overrides,
-    summary,
     target,
 )
+from finebench.benchmark.tune_choice import summary
 from finebench.core.space import Space, SpaceError, choice, log, parse_space
 from finebench.methods import METHODS
 from finebench.results.store import ResultStore
@@ -92,7 +92,7 @@ def test_space_keys_resolve_to_the_method_or_the_suite_and_overrides_apply():
     assert fa["lam"] == choice(0.1, 1) and fa["lr"] == log(1e-5, 1e-2)
     # the suite's lr by name, on the CLI: space.train.lr (every method) and space.METHOD.train.lr
     _, given = split_space_overrides({"space": {"train": {"lr": "1e-3,1e-2"}, "filter-attention": {"train": {
-        "lr": "0.1"}, "lam": "1"}}}, [])  # fmt: skip
+        "lr": "0.1"}, "lam": "1"}}})  # fmt: skip
     assert given == {"*": {"train.lr": "1e-3,1e-2"}, "filter-attention": {"train.lr": "0.1", "lam": "1"}}
     # filter attention on the suite's optimiser: its own lr is unused, so `lr` means the suite's (no dead dimension)
     suite_fa = {**small_run("filter-attention").method_config, "optimizer": "suite"}

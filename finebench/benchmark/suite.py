@@ -79,7 +79,7 @@ def expand(suite: SuiteSpec) -> list[RunSpec]:
     """Every (seed, dataset, backbone, method) run, seed-major so that whole comparisons finish early; with
     `suite.tuned`, each at its method's values chosen by that `bench tune` study."""
     if suite.tuned is not None:
-        from finebench.benchmark.tune import tuned_suite_runs
+        from finebench.benchmark.tune_choice import tuned_suite_runs
 
         return tuned_suite_runs(dataclasses.replace(suite, tuned=None), *suite.tuned)
     methods = resolve_methods(suite.methods)

@@ -25,7 +25,6 @@ import os
 import re
 import socket
 import time
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +34,23 @@ import torch
 
 from finebench.benchmark.checkpoint import discard
 from finebench.benchmark.progress import Reporter, fmt_seconds
-from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec, TrainConfig
+from finebench.benchmark.spec import RunSpec, SpecError, SuiteSpec
+from finebench.benchmark.tune_space import (  # noqa: F401 - the spaces' API, used by tune's callers too
+    TRAIN_KEYS,
+    apply,
+    check_space,
+    distributions,
+    fixed_values,
+    replaced,
+    resolve_spaces,
+    split_space_overrides,
+    target,
+)
 from finebench.core.labels import identity_train
-from finebench.core.space import Space, SpaceError, parse_space
+from finebench.core.space import Space
 from finebench.methods import METHODS
-from finebench.methods.base import OPTIM_DEFAULTS
 from finebench.results.lock import RunLock
 
-TRAIN_KEYS = ("lr", "weight_decay", "momentum")  # the suite's keys a trial may vary (never the budget)
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "none")
 PRUNER_WARMUP = 2  # the median pruner looks from the 2nd epoch on: one epoch says little under a fresh schedule
@@ -102,133 +110,6 @@ def open_storage(url: str):
     except Exception as e:  # noqa: BLE001 - a URL the user gave: say which and why
         raise SpecError(f"--storage {shown_url(url)}: cannot open it as an Optuna storage ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]})") from e  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------------- spaces
-
-
-def target(method: str, key: str, config: Mapping[str, Any] | None = None) -> tuple[str, str]:
-    """('method' | 'train', field) a space key sets: a field of the method's config, else the suite's lr,
-    weight_decay or momentum ('train.lr' always the suite's; a method's own field the method does not use under
-    `config`, as filter attention's lr with optimizer=suite, means the suite's)."""
-    cls = METHODS.get(method)
-    own = [f.name for f in dataclasses.fields(cls.Config)] + list(OPTIM_DEFAULTS)
-    if key.startswith("train."):
-        name = key.removeprefix("train.")
-        if name in TRAIN_KEYS:
-            return "train", name
-    elif key in own:
-        if config is not None and key in TRAIN_KEYS and f"train.{key}" in cls.search_space(config):
-            return "train", key  # its own field is unused under this config: the suite's is the one that acts
-        return "method", key
-    elif key in TRAIN_KEYS:
-        return "train", key
-    budget = " (the budget is the same for every trial and method)" if key in ("epochs", "batch_size") else ""
-    suite = [f"train.{k}" if k in own else k for k in TRAIN_KEYS]
-    raise SpecError(f"space.{method}.{key}: not a setting {method} can be tuned on{budget}; valid: its own "
-                    f"{', '.join(own)}; the suite's {', '.join(suite)}")  # fmt: skip
-
-
-def resolve_spaces(method: str, config: Mapping[str, Any], given: Mapping[str, Mapping[str, Any]]) -> dict[str, Space]:
-    """The method's space: its declared default, then `space.KEY` (every method) and `space.METHOD.KEY` overrides;
-    `default` as a value drops a dimension (the key keeps its configured value)."""
-    cls = METHODS.get(method)
-    space = dict(cls.search_space(config))
-    for scope in ("*", method):
-        for key, text in (given.get(scope) or {}).items():
-            kind, name = target(method, key, config)  # a key the method cannot take is named now
-            key = f"train.{name}" if kind == "train" and f"train.{name}" in space else key
-            where = f"space.{key}" if scope == "*" else f"space.{method}.{key}"
-            if str(text).strip().lower() == "default":
-                space.pop(key, None)
-                continue
-            try:
-                space[key] = parse_space(text, where)
-            except SpaceError as e:
-                raise SpecError(str(e)) from None
-    return space
-
-
-def split_space_overrides(overrides: dict[str, Any], methods: list[str]) -> tuple[dict, dict[str, dict[str, Any]]]:
-    """Take `space.…` out of parsed key=value overrides: {'*': {key: text}, method: {key: text}}."""
-    overrides = dict(overrides)
-    raw = overrides.pop("space", {}) or {}
-    if not isinstance(raw, dict):
-        raise SpecError("space: give space.KEY=SPACE or space.METHOD.KEY=SPACE, e.g. space.lr=log:1e-4:1e-1")
-    out: dict[str, dict[str, Any]] = {"*": {}}
-
-    def flat(section: dict[str, Any], where: str) -> dict[str, Any]:  # space.train.lr -> "train.lr"
-        keys = {}
-        for key, value in section.items():
-            if isinstance(value, dict):
-                if key != "train":
-                    raise SpecError(f"{where}.{key}: expected {where}.KEY=SPACE (KEY a setting, or train.lr)")
-                keys |= {f"train.{k}": v for k, v in value.items()}
-            else:
-                keys[key] = value
-        return keys
-
-    for key, value in raw.items():
-        if isinstance(value, dict) and key != "train":
-            if key not in METHODS:
-                raise SpecError(f"space.{key}: {METHODS.unknown_message(key)}")
-            out.setdefault(key, {}).update(flat(value, f"space.{key}"))
-        else:
-            out["*"].update(flat({key: value}, "space"))
-    return overrides, out
-
-
-def apply(run: RunSpec, values: Mapping[str, Any]) -> RunSpec:
-    """`run` with `values` (space keys -> values) set in its train config and method config, checked as a spec."""
-    from finebench.benchmark.spec import validate_train
-    from finebench.benchmark.suite import method_config
-
-    train_values, method_values = {}, {}
-    for key, value in values.items():
-        kind, name = target(run.method, key, run.method_config)
-        (train_values if kind == "train" else method_values)[name] = value
-    train = run.train
-    if train_values:
-        from finebench.benchmark.spec import coerce
-
-        hints = typing.get_type_hints(TrainConfig)
-        train = dataclasses.replace(train, **{k: coerce(k, v, hints[k]) for k, v in train_values.items()})
-        validate_train(train)
-    config = method_config(run.method, {run.method: {**run.method_config, **method_values}})
-    return dataclasses.replace(run, train=train, method_config=config)
-
-
-def distributions(space: Mapping[str, Space]):
-    """Optuna distributions of the searched dimensions; a one-value space is fixed, not searched."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    out = {}
-    for key, s in space.items():
-        if s.fixed:
-            continue
-        if s.kind == "choice":
-            out[key] = CategoricalDistribution(list(s.choices))
-        elif s.kind == "int":
-            out[key] = IntDistribution(int(s.low), int(s.high))
-        else:
-            out[key] = FloatDistribution(s.low, s.high, log=s.kind == "log")
-    return out
-
-
-def check_space(run: RunSpec, space: Mapping[str, Space]) -> None:
-    """Every end of every dimension must make a valid run (types, ranges, the method's own checks) before any
-    trial starts; a grid needs lists."""
-    from finebench.benchmark.runner import build_method
-
-    for key, s in space.items():
-        ends = s.choices if s.kind == "choice" else (s.low, s.high)
-        if s.kind == "int":
-            ends = tuple(int(v) for v in ends)
-        for value in ends:
-            try:
-                build_method(apply(run, {key: value}))
-            except (ValueError, TypeError) as e:
-                raise SpecError(f"space.{run.method}.{key}={s.text()}: the value {value!r} is not valid ({e})") from e
 
 
 # ---------------------------------------------------------------------------------------------------------- studies
@@ -347,7 +228,7 @@ def interrupted(trials: list) -> set[int]:
     return {t.user_attrs["retry_of"] for t in trials if t.user_attrs.get("retry_of") is not None}
 
 
-def make_sampler(kind: str, seed: int, space: Mapping[str, Space], trials: int):
+def make_sampler(kind: str, seed: int, trials: int):
     """A sampler seeded per trial number (the study's seed + the number), so that trials claimed by different
     processes draw different values and a study is reproducible whichever process claims which trial."""
     import optuna
@@ -441,7 +322,7 @@ def claim(study, plan: Plan, opts: TuneOptions, claims: Claims, reporter: Report
             if point is None:
                 return None
             study.enqueue_trial(point)
-        study.sampler = make_sampler(opts.sampler, opts.seed * 100_003 + len(trials), plan.space, opts.trials)
+        study.sampler = make_sampler(opts.sampler, opts.seed * 100_003 + len(trials), opts.trials)
         study.pruner = make_pruner(opts.pruner)
         trial = study.ask(distributions(plan.space))
         lock = claims.trial_lock(trial.number)
@@ -462,23 +343,6 @@ class TrialHooks:
     def epoch_end(self, entry: dict[str, Any]) -> bool:
         self.trial.report(float(entry["val"][self.metric]), entry["epoch"])
         return self.prune and self.trial.should_prune()
-
-
-def replaced(run: RunSpec, values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The suite's values that `values` replace in `run`: {'base': train keys, 'base_config': method keys}."""
-    base: dict[str, Any] = {}
-    config: dict[str, Any] = {}
-    for key in values:
-        kind, name = target(run.method, key, run.method_config)
-        if kind == "train":
-            base[name] = getattr(run.train, name)
-        else:
-            config[name] = run.method_config.get(name)
-    return {"base": base, "base_config": config}
-
-
-def fixed_values(space: Mapping[str, Space]) -> dict[str, Any]:
-    return {k: s.choices[0] for k, s in space.items() if s.fixed}
 
 
 def run_trial(study, trial, plan: Plan, out: Path, data_root: str | None, dev: torch.device, reporter: Reporter,
@@ -618,142 +482,3 @@ def state_counts(study) -> dict[str, int]:
         name = "interrupted" if t.number in killed else t.state.name.lower()
         counts[name] = counts.get(name, 0) + 1
     return counts
-
-
-# ---------------------------------------------------------------------------------------------------------- choices
-
-
-def unfinished(study, claims: Claims | None) -> str | None:
-    """Why a study is not finished (trials running, interrupted or queued), or None."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    running = [t.number for t in trials if t.state == TrialState.RUNNING]
-    alive = []
-    for n in running:
-        lock = claims.trial_lock(n) if claims else None
-        if lock is None or not lock.acquire():
-            alive.append(n)
-        else:
-            lock.release()
-    if alive:
-        return f"trial(s) {alive} still running in another process; wait for them"
-    if running or any(t.state == TrialState.WAITING for t in trials):
-        return "it was interrupted (trials not finished); `bench tune` with the same flags finishes it"
-    target_ = study.user_attrs.get(TARGET)
-    if target_ is not None and len(counted(trials)) < target_:
-        return f"{len(counted(trials))} of its {target_} trials are done; `bench tune` with the same flags finishes it"
-    return None
-
-
-def summary(study, metric: str, claims: Claims | None = None) -> dict[str, Any]:
-    """The tuning as a final record carries it: the best trial's values, every counted trial (values, state, val
-    curve, best val) and the cost of all of them (pruned and failed included)."""
-    from optuna.trial import TrialState
-
-    attrs = study.user_attrs[ATTR]
-    why = unfinished(study, claims)
-    if why:
-        raise SpecError(f"study {study.study_name!r}: {why}")
-    trials = counted(study.get_trials(deepcopy=False))
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
-    if not done:
-        raise SpecError(f"study {study.study_name!r} has no finished trial ({len(trials)} pruned or failed); tune "
-                        "with more trials or a narrower space")  # fmt: skip
-    best = max(done, key=lambda t: (t.value, -t.number))
-    cost = {"seconds": 0.0, "samples": 0, "flops": 0.0}
-    shared: dict[str, dict[str, float]] = {}  # teacher / source runs: trained once, charged to each trial
-    rows = []
-    for t in trials:
-        c = t.user_attrs.get("cost") or {"seconds": 0.0, "samples": 0, "flops": 0.0, "charges": {}}
-        cost["seconds"] += c["seconds"]
-        cost["samples"] += c["samples"]
-        cost["flops"] += c["flops"]
-        for name, charge in (c.get("charges") or {}).items():
-            if ":" in name:  # role:method, a recorded run's cost: counted once for the whole tuning
-                shared[name] = charge
-                continue
-            cost["seconds"] += charge.get("seconds", 0.0)
-            cost["samples"] += charge.get("samples", 0)
-            cost["flops"] += charge.get("flops", 0.0)
-        rows.append({"number": t.number, "state": t.state.name.lower(), "values": t.user_attrs.get("values", t.params),
-                     "defaults": bool(t.user_attrs.get("defaults")),
-                     "value": t.value, "curve": t.user_attrs.get("curve", []), "stopped": t.user_attrs.get("stopped"),
-                     "error": t.user_attrs.get("error")})  # fmt: skip
-    for charge in shared.values():
-        cost["seconds"] += charge.get("seconds", 0.0)
-        cost["samples"] += charge.get("samples", 0)
-        cost["flops"] += charge.get("flops", 0.0)
-    states = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail")}
-    states["interrupted"] = len(interrupted(study.get_trials(deepcopy=False)))  # retried: not counted, not charged
-    return {
-        "trials": len(trials),
-        "values": best.user_attrs.get("values", best.params),
-        "best_trial": best.number,
-        "best_is_defaults": bool(best.user_attrs.get("defaults")),
-        "best_val": best.value,
-        "metric": metric,
-        "space": attrs["space"],
-        "sampler": attrs["sampler"],
-        "pruner": attrs["pruner"],
-        "seed": attrs["seed"],
-        "states": states,
-        "cost": cost | {"shared": sorted(shared)},
-        "trial_list": rows,
-        "key": METHODS.get(attrs["method"]).tune_key,
-    }
-
-
-def tuned_suite_runs(suite: SuiteSpec, study: str, url: str, out: str) -> list[RunSpec]:
-    """The suite's runs at each method's chosen values from `study` (`bench run --tuned STUDY`): every method's
-    study must exist, be finished, have tuned the suite's budget, and have as many trials as the others."""
-    import optuna
-
-    from finebench.benchmark.suite import expand
-
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise SpecError(f"--tuned {study}: no study storage at {url.removeprefix('sqlite:///')}; run `bench tune "
-                        f"--study {study} ...` first (or give --storage)")  # fmt: skip
-    storage_obj = open_storage(url)
-    known = {s.study_name for s in optuna.get_all_study_summaries(storage_obj, include_best_trial=False)}
-    runs, chosen = [], {}
-    for run in expand(suite):
-        name = study_name(study, run)
-        if name not in known:
-            names = sorted({n.split(":")[0] for n in known})
-            raise SpecError(f"--tuned {study}: {run.method} on {run.dataset} / {run.backbone} was not tuned in it "
-                            f"(studies in {shown_url(url)}: {', '.join(names) or 'none'}); `bench tune --study {study} "
-                            f"--methods {run.method} ...` tunes it")  # fmt: skip
-        if name not in chosen:
-            s = optuna.load_study(study_name=name, storage=storage_obj)
-            attrs = s.user_attrs.get(ATTR, {})
-            diff = first_difference(attrs, run)
-            if diff:
-                raise SpecError(f"--tuned {study}: {run.method} was tuned under another setting ({diff}); the final "
-                                "runs must use the budget and settings the trials had")  # fmt: skip
-            info = summary(s, run.train.select_metric, Claims(Path(out), name))
-            chosen[name] = info | {"study": study, "storage": shown_url(url)}
-        info = chosen[name]
-        # the suite's values the chosen ones replace: the table compares the run under them, its teacher trains so
-        runs.append(dataclasses.replace(apply(run, info["values"]), tuned=info | replaced(run, info["values"])))
-    counts = {name.rsplit(":", 1)[-1]: info["trials"] for name, info in chosen.items()}
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{m}: {n}" for m, n in counts.items())
-        raise SpecError(f"--tuned {study}: the methods had different numbers of trials ({listed}); `bench tune "
-                        f"--study {study} --trials {max(counts.values())} ...` evens them out")  # fmt: skip
-    return runs
-
-
-def first_difference(attrs: Mapping[str, Any], run: RunSpec) -> str | None:
-    """The first setting in which `run` differs from what a study tuned under (its budget and method config); None
-    when they agree."""
-    train = identity_train(run.to_dict()["train"])
-    stored = attrs.get("train", {})
-    for k in sorted(set(train) | set(stored)):
-        if _norm(train.get(k)) != _norm(stored.get(k)):
-            return f"{k}: tuned with {stored.get(k)!r}, now {train.get(k)!r}"
-    mc = attrs.get("method_config", {})
-    for k in sorted(set(mc) | set(run.method_config)):
-        if _norm(mc.get(k)) != _norm(run.method_config.get(k)):
-            return f"method_config.{run.method}.{k}: tuned with {mc.get(k)!r}, now {run.method_config.get(k)!r}"
-    return None
