@@ -11,7 +11,19 @@ from typing import Any
 
 import torch
 
-_PACKAGES = ("finebench", "torch", "torchvision", "timm", "numpy", "pandas", "scipy", "pillow", "peft", "torch-pruning")
+_PACKAGES = (
+    "finebench",
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "pandas",
+    "scipy",
+    "pillow",
+    "peft",
+    "torch-pruning",
+    "optuna",
+)
 
 
 @functools.cache
