@@ -484,20 +484,11 @@ class Run:
     def finish_trial(self, history, best, best_state) -> dict[str, Any]:
         """A tuning trial's outcome, from val only: the best-val epoch (after the method's `finalize`, which may
         itself choose on val, unless the trial was pruned), the val curve and what the trial cost. No test."""
-        ctx, model, method = self.ctx, self.model, self.method
         t_eval = time.perf_counter()
-        model.load_state_dict(best_state)
-        charged_before = sum(c.seconds for c in ctx.budget.charges.values())
-        if type(method).finalize is not Method.finalize and not self.pruned:
-            ctx.validate = lambda m: self.evaluate(m, self.loaders["val"])
-            try:
-                model = method.finalize(model, ctx)
-            finally:
-                ctx.validate = None
-            best["val_finalized"] = self.evaluate(model, self.loaders["val"])
-        charged_now = sum(c.seconds for c in ctx.budget.charges.values()) - charged_before
-        ctx.budget.eval_seconds += time.perf_counter() - t_eval - charged_now
-        self.charged_after = charged_now  # a phase finalize charged (WiSE-FT's search): in the charges, not own
+        self.model.load_state_dict(best_state)
+        after = {} if self.pruned else self.finalize_selected(self.model, best)[1]
+        self.charged_after = sum(after.values())  # a phase finalize charged (WiSE-FT's search): not own seconds
+        self.ctx.budget.eval_seconds += time.perf_counter() - t_eval - self.charged_after
         return {"history": history, "best": best, "pruned": self.pruned, "cost": self.trial_cost(),
                 "sources": dict(self.sources)}  # fmt: skip
 
@@ -593,17 +584,8 @@ class Run:
         params = self.param_counts()
         if method.keep_model:
             self.artifacts["model"] = self.save_model(best_state)
-        charged_before = {k: c.seconds for k, c in ctx.budget.charges.items()}
-        if type(method).finalize is not Method.finalize:
-            ctx.validate = lambda m: self.evaluate(m, self.loaders["val"])
-            try:
-                model = method.finalize(model, ctx)
-            finally:
-                ctx.validate = None
-            best["val_finalized"] = self.evaluate(model, self.loaders["val"])
         # a phase finalize charged itself (WiSE-FT's search on val) is in the charges, not in the own seconds too
-        after = {k: c.seconds - charged_before.get(k, 0.0) for k, c in ctx.budget.charges.items()}
-        after = {k: v for k, v in after.items() if v > 0}  # phases after training: not before the best epoch
+        model, after = self.finalize_selected(model, best)
         finalize_charged = sum(after.values())
         test = self.evaluate(model, self.test_loader, predictions=True)
         best["test_predictions"] = predictions.encode(test.pop("pred"), test.pop("target"), test.pop("top3_hit"))
@@ -652,6 +634,22 @@ class Run:
             started=started,
             finished=now(),
         )
+
+    def finalize_selected(self, model: torch.nn.Module, best: dict[str, Any]) -> tuple[torch.nn.Module, dict]:
+        """The method's `finalize` on the selected model, with `ctx.validate` on val for the choices it makes there;
+        its val metrics go to best['val_finalized']. Returns the model and the seconds of each phase finalize charged
+        (phases after training: not before the best epoch)."""
+        ctx, method = self.ctx, self.method
+        charged_before = {k: c.seconds for k, c in ctx.budget.charges.items()}
+        if type(method).finalize is not Method.finalize:
+            ctx.validate = lambda m: self.evaluate(m, self.loaders["val"])
+            try:
+                model = method.finalize(model, ctx)
+            finally:
+                ctx.validate = None
+            best["val_finalized"] = self.evaluate(model, self.loaders["val"])
+        after = {k: c.seconds - charged_before.get(k, 0.0) for k, c in ctx.budget.charges.items()}
+        return model, {k: v for k, v in after.items() if v > 0}
 
     def param_counts(self) -> dict[str, int]:
         """Trainable = parameters any stage trains; total = all parameters of the trained model (before finalize)."""

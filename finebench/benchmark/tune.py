@@ -229,8 +229,8 @@ def interrupted(trials: list) -> set[int]:
 
 
 def make_sampler(kind: str, seed: int, trials: int):
-    """A sampler seeded per trial number (the study's seed + the number), so that trials claimed by different
-    processes draw different values and a study is reproducible whichever process claims which trial."""
+    """A sampler seeded per claim (`seed`: the study's seed and the number of trials so far), so that trials claimed
+    by different processes draw different values and a study is reproducible whichever process claims which."""
     import optuna
 
     if kind in ("grid", "random"):  # a grid's points come enqueued (`grid_point`): the sampler draws nothing
@@ -367,22 +367,24 @@ def run_trial(study, trial, plan: Plan, out: Path, data_root: str | None, dev: t
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("values", {k: _json(v) for k, v in values.items()})
     t0 = time.perf_counter()
+
+    def ended(state, key: str, why: str, line: str) -> str:  # stopped by an error: its cost so far is counted
+        trial.set_user_attr(key, why)
+        trial.set_user_attr("cost", run.trial_cost())
+        study.tell(trial, state=state)
+        discard(work, spec.run_id)
+        reporter.print(line)
+        return state.name.lower()
+
     try:
         result = run.execute()
     except Diverged as e:  # a value that blows training up: stopped early, like a pruned trial
-        trial.set_user_attr("stopped", f"diverged at epoch {e.epoch}")
-        trial.set_user_attr("cost", run.trial_cost())
-        study.tell(trial, state=TrialState.PRUNED)
-        discard(work, spec.run_id)
-        reporter.print(f"  diverged at epoch {e.epoch} ({fmt_seconds(time.perf_counter() - t0)})")
-        return "pruned"
+        elapsed = fmt_seconds(time.perf_counter() - t0)
+        return ended(TrialState.PRUNED, "stopped", f"diverged at epoch {e.epoch}",
+                     f"  diverged at epoch {e.epoch} ({elapsed})")  # fmt: skip
     except Exception as e:  # noqa: BLE001 - a failed trial is recorded and counted (it cost budget); go on
-        trial.set_user_attr("error", f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
-        trial.set_user_attr("cost", run.trial_cost())
-        study.tell(trial, state=TrialState.FAIL)
-        discard(work, spec.run_id)
-        reporter.print(f"  FAILED: {type(e).__name__}: {e}")
-        return "failed"
+        text = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        return ended(TrialState.FAIL, "error", text, f"  FAILED: {type(e).__name__}: {e}")
     metric = spec.train.select_metric
     best = result["best"]
     value = float(best.get("val_finalized", best["val"])[metric])

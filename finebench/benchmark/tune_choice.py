@@ -57,37 +57,37 @@ def summary(study, metric: str, claims: Claims | None = None) -> dict[str, Any]:
     why = unfinished(study, claims)
     if why:
         raise SpecError(f"study {study.study_name!r}: {why}")
-    trials = counted(study.get_trials(deepcopy=False))
+    every = study.get_trials(deepcopy=False)
+    trials = counted(every)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if not done:
         raise SpecError(f"study {study.study_name!r} has no finished trial ({len(trials)} pruned or failed); tune "
                         "with more trials or a narrower space")  # fmt: skip
     best = max(done, key=lambda t: (t.value, -t.number))
     cost = {"seconds": 0.0, "samples": 0, "flops": 0.0}
+
+    def add(part: dict[str, Any]) -> None:
+        for key in cost:
+            cost[key] += part.get(key, 0)
+
     shared: dict[str, dict[str, float]] = {}  # teacher / source runs: trained once, charged to each trial
     rows = []
     for t in trials:
-        c = t.user_attrs.get("cost") or {"seconds": 0.0, "samples": 0, "flops": 0.0, "charges": {}}
-        cost["seconds"] += c["seconds"]
-        cost["samples"] += c["samples"]
-        cost["flops"] += c["flops"]
+        c = t.user_attrs.get("cost") or {}
+        add(c)
         for name, charge in (c.get("charges") or {}).items():
             if ":" in name:  # role:method, a recorded run's cost: counted once for the whole tuning
                 shared[name] = charge
-                continue
-            cost["seconds"] += charge.get("seconds", 0.0)
-            cost["samples"] += charge.get("samples", 0)
-            cost["flops"] += charge.get("flops", 0.0)
+            else:
+                add(charge)
         rows.append({"number": t.number, "state": t.state.name.lower(), "values": t.user_attrs.get("values", t.params),
                      "defaults": bool(t.user_attrs.get("defaults")),
                      "value": t.value, "curve": t.user_attrs.get("curve", []), "stopped": t.user_attrs.get("stopped"),
                      "error": t.user_attrs.get("error")})  # fmt: skip
     for charge in shared.values():
-        cost["seconds"] += charge.get("seconds", 0.0)
-        cost["samples"] += charge.get("samples", 0)
-        cost["flops"] += charge.get("flops", 0.0)
+        add(charge)
     states = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail")}
-    states["interrupted"] = len(interrupted(study.get_trials(deepcopy=False)))  # retried: not counted, not charged
+    states["interrupted"] = len(interrupted(every))  # retried: not counted, not charged
     return {
         "trials": len(trials),
         "values": best.user_attrs.get("values", best.params),

@@ -52,22 +52,23 @@ def method_label(method: str, config: dict) -> str:
 def run_label(spec: dict) -> str:
     """A recorded run's row label: `method_label`, and for a run at tuned values its study, with the tuned settings
     left out of the label (the tuning table lists the values): rows never pool tuned and untuned runs."""
-    config = dict(spec.get("method_config", {}))
     tuned = spec.get("tuned")
     if not tuned:
-        return method_label(spec["method"], config)
-    defaults = catalogue.current().defaults(spec["method"]) or {}
-    base = tuned.get("base_config")  # the suite's values of the settings the tuning chose (older: the defaults)
-    for key in tuned.get("values", {}):
-        if key in config:  # a method setting the tuning chose: shown in the tuning table, not the label
-            config[key] = base[key] if base is not None and key in base else defaults.get(key, config[key])
-    return f"{method_label(spec['method'], config)} (tuned: {tuned['study']}, {tuned['trials']} trials)"
+        return method_label(spec["method"], dict(spec.get("method_config", {})))
+    # a method setting the tuning chose is shown in the tuning table, not the label
+    return f"{untuned_label(spec)} (tuned: {tuned['study']}, {tuned['trials']} trials)"
 
 
 def untuned_label(spec: dict) -> str:
-    """The row label of the same run at the suite's settings (a tuned run's default row)."""
+    """The row label of the same run at the suite's settings (a tuned run's default row): the settings the tuning
+    chose back at the suite's values (records without them: at the method's defaults)."""
     tuned = spec.get("tuned") or {}
-    config = {**spec.get("method_config", {}), **(tuned.get("base_config") or {})}
+    config = dict(spec.get("method_config", {}))
+    base = tuned.get("base_config")
+    defaults = catalogue.current().defaults(spec["method"]) or {}
+    for key in tuned.get("values", {}):
+        if key in config:
+            config[key] = base[key] if base is not None and key in base else defaults.get(key, config[key])
     return method_label(spec["method"], config)
 
 

@@ -5,58 +5,38 @@ values carries its study's choice, cost and trials in `spec.tuned`."""
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from finebench.reports.compare import method_rank
 from finebench.reports.frame import budget_key, run_label, untuned_label
+from finebench.reports.method_tables import fmt
 from finebench.reports.stats import paired_test, t_interval
+from finebench.reports.tables import human_count, human_flops
 from finebench.results.record import RunRecord
 
 
 def tuned_records(records: list[RunRecord], labels: dict[str, str] | None = None) -> dict[tuple, RunRecord]:
-    """(dataset, backbone, budget, row label) -> the lowest seed's record of each tuned row; `labels`: run id -> the
-    row label the runs frame gave it (which separates tunings that share a study name)."""
+    """(dataset, backbone, budget, row label) -> the lowest seed's record of each tuned row, rows in the registry's
+    order (as `bench list methods`), then by label; `labels`: run id -> the row label the runs frame gave it (which
+    separates tunings that share a study name)."""
     out: dict[tuple, RunRecord] = {}
     for r in sorted(records, key=lambda r: r.spec["seed"]):
         if r.spec.get("tuned"):
             label = (labels or {}).get(r.run_id, run_label(r.spec))
             out.setdefault((r.spec["dataset"], r.spec["backbone"], budget_key(r.spec), label), r)
-    return out
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
+    return dict(sorted(out.items(), key=lambda kv: (method_rank(kv[1].spec["method"]), kv[0][3])))
 
 
 def short(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def human(n: float, unit: str = "") -> str:
-    for div, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.1f} {suffix}{unit}".rstrip()
-    return f"{n:.0f} {unit}".rstrip()
-
-
 def mean_ci(values: list[float]) -> tuple[str, str]:
-    if not values:
-        return "—", "—"
-    text = f"{np.mean(values):.1f}" + (f" ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else "")
-    ci = t_interval(values)
-    return text, (f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "—")
-
-
-def order(r: RunRecord, label: str) -> tuple[int, str]:
-    """Rows in the registry's order (as `bench list methods`), then by label."""
-    from finebench.reports import catalogue
-
-    names = catalogue.current().order()
-    name = r.spec["method"]
-    return (names.index(name) if name in names else len(names), label)
+    """(mean ± sd over seeds, 95 % t-interval) as table cells."""
+    ci = t_interval(values) if values else None
+    return fmt(values), (f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "—")
 
 
 def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "top1") -> str:
@@ -70,7 +50,7 @@ def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "to
         return ""
     out = []
     tables: dict[tuple, list[tuple[str, RunRecord]]] = {}
-    for (dataset, backbone, budget, label), r in sorted(chosen.items(), key=lambda kv: order(kv[1], kv[0][3])):
+    for (dataset, backbone, budget, label), r in chosen.items():
         tables.setdefault((dataset, backbone, budget), []).append((label, r))
     for (dataset, backbone, budget), rows in tables.items():
         table = runs[(runs["dataset"] == dataset) & (runs["backbone"] == backbone) & (runs["budget"] == budget)]
@@ -113,8 +93,8 @@ def tuning_table(runs: pd.DataFrame, records: list[RunRecord], metric: str = "to
             cost = tuned.get("cost", {})
             final = mine["total_seconds"].mean() if not mine.empty else math.nan
             lines.append(f"| {label} | {d_text} | {d_ci} | {t_text} | {t_ci} | {delta} | {values} | {counts} | "
-                         f"{cost.get('seconds', 0):.0f} | {human(cost.get('samples', 0))} | "
-                         f"{human(cost.get('flops', 0))} | {final:.0f} |")  # fmt: skip
+                         f"{cost.get('seconds', 0):.0f} | {human_count(cost.get('samples', 0))} | "
+                         f"{human_flops(cost.get('flops', 0))} | {final:.0f} |")  # fmt: skip
             space = ", ".join(f"{k} {v}" for k, v in tuned.get("space", {}).items())
             notes.append(f"{label}: {tuned['trials']} trials on val {tuned.get('metric', 'top1')} (seed "
                          f"{tuned.get('seed')}, sampler {tuned.get('sampler')}, pruner {tuned.get('pruner')}); best "
@@ -142,11 +122,12 @@ def sensitivity_figures(records: list[RunRecord], out: Path, pdf: bool = True,
                         labels: dict[str, str] | None = None) -> tuple[list[Path], str]:  # fmt: skip
     """Per (dataset, backbone, budget): one row per tuned method, val accuracy of every trial against its learning
     rate and against the method's own key hyperparameter; returns the files and the Markdown that shows them."""
+    from finebench.reports import slug
     from finebench.reports.figures import _plt, save
 
     chosen = tuned_records(records, labels)
     groups: dict[tuple, list[tuple[str, dict]]] = {}
-    for (dataset, backbone, budget, label), r in sorted(chosen.items(), key=lambda kv: order(kv[1], kv[0][3])):
+    for (dataset, backbone, budget, label), r in chosen.items():
         groups.setdefault((dataset, backbone, budget), []).append((label, r.spec["tuned"]))
     written, lines = [], []
     for (dataset, backbone, budget), rows in groups.items():
